@@ -1,0 +1,155 @@
+import { AutoModelForCausalLM, AutoTokenizer, DynamicCache, Tensor } from '@huggingface/transformers';
+import type { Device, ModelState, RunOptions, StateModel, StateTensor } from './types.ts';
+import { modelFingerprint, type ModelIdentity } from '../core/model-fingerprint.ts';
+import { sha256Hex } from '../core/sha256.ts';
+import { Aborted, ContextOverflow, throwIfAborted } from '../core/errors.ts';
+
+export interface Gpt2Config {
+  n_layer: number;
+  n_head: number;
+  n_embd: number;
+  n_positions: number;
+  vocab_size: number;
+}
+
+export interface LoadOptions {
+  /** Model id as transformers.js resolves it (a local folder name or a Hub repo). */
+  modelId: string;
+  device: Device;
+  adapter?: string | null;
+  deviceReason?: string;
+  /** Reads a file of the model by its path inside the model folder (for the fingerprint). */
+  readFile: (path: string) => Promise<Uint8Array>;
+  onLoadProgress?: (p: { file: string; loaded: number; total: number }) => void;
+}
+
+/** Tokens per forward call during prefill: bounds logits memory and gives progress and cancel points. */
+const PREFILL_CHUNK = 128;
+
+type AnyTensor = Tensor & { ort_tensor?: { getData?: (release?: boolean) => Promise<unknown> }; location?: string; dispose?: () => void };
+
+async function readTensor(t: AnyTensor): Promise<Float32Array> {
+  // On WebGPU, present.* stay on the GPU and are freed on the next step, so
+  // they are copied out now; a state is always plain typed arrays.
+  const loc = (t as { location?: string }).location ?? (t.ort_tensor as { location?: string } | undefined)?.location;
+  if (loc === 'gpu-buffer' && t.ort_tensor?.getData) {
+    const d = (await t.ort_tensor.getData(true)) as Float32Array;
+    return d instanceof Float32Array ? d : new Float32Array(d as ArrayLike<number>);
+  }
+  return t.data as Float32Array;
+}
+
+export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
+  const [model, tokenizer, onnxBytes, tokJson, cfgBytes] = await Promise.all([
+    AutoModelForCausalLM.from_pretrained(opts.modelId, {
+      dtype: 'fp32',
+      device: opts.device as 'webgpu' | 'wasm' | 'cpu',
+      progress_callback: (p: { status: string; file?: string; loaded?: number; total?: number }) => {
+        if (p.status === 'progress' && p.file) opts.onLoadProgress?.({ file: p.file, loaded: p.loaded ?? 0, total: p.total ?? 0 });
+      },
+    } as Record<string, unknown>),
+    AutoTokenizer.from_pretrained(opts.modelId),
+    opts.readFile('onnx/model.onnx'),
+    opts.readFile('tokenizer.json'),
+    opts.readFile('config.json'),
+  ]);
+  const raw = JSON.parse(new TextDecoder().decode(cfgBytes)) as Record<string, number>;
+  const config: Gpt2Config = {
+    n_layer: raw.n_layer!,
+    n_head: raw.n_head!,
+    n_embd: raw.n_embd!,
+    n_positions: raw.n_positions ?? raw.n_ctx!,
+    vocab_size: raw.vocab_size!,
+  };
+  const identity: ModelIdentity = {
+    arch: 'gpt2',
+    config: { ...config },
+    weights_sha256: await sha256Hex(onnxBytes),
+    tokenizer_sha256: await sha256Hex(tokJson),
+    dtype: 'fp32',
+  };
+  const fingerprint = await modelFingerprint(identity);
+  const headDim = config.n_embd / config.n_head;
+
+  const emptyState = (): StateTensor[] => {
+    const out: StateTensor[] = [];
+    for (let l = 0; l < config.n_layer; l++) {
+      for (const kind of ['key', 'value']) out.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, 0, headDim], data: new Float32Array(0) });
+    }
+    return out;
+  };
+
+  async function forward(ids: number[], past: StateTensor[]): Promise<{ logits: Float32Array; present: StateTensor[] }> {
+    const pastLen = past[0]!.dims[1]!;
+    const L = ids.length;
+    const entries: Record<string, Tensor> = {};
+    for (let l = 0; l < config.n_layer; l++) {
+      const k = past[2 * l]!;
+      const v = past[2 * l + 1]!;
+      entries[`past_key_values.${l}.key`] = new Tensor('float32', k.data, [1, config.n_head, pastLen, headDim]);
+      entries[`past_key_values.${l}.value`] = new Tensor('float32', v.data, [1, config.n_head, pastLen, headDim]);
+    }
+    const inputs = {
+      input_ids: new Tensor('int64', BigInt64Array.from(ids, (x) => BigInt(x)), [1, L]),
+      attention_mask: new Tensor('int64', new BigInt64Array(pastLen + L).fill(1n), [1, pastLen + L]),
+      position_ids: new Tensor('int64', BigInt64Array.from({ length: L }, (_, i) => BigInt(pastLen + i)), [1, L]),
+      past_key_values: new DynamicCache(entries),
+    };
+    const out = (await (model as unknown as { forward: (x: unknown) => Promise<Record<string, AnyTensor>> }).forward(inputs)) as Record<string, AnyTensor>;
+    const logitsT = out.logits!;
+    const all = await readTensor(logitsT);
+    const V = config.vocab_size;
+    const logits = all.slice((L - 1) * V, L * V);
+    const present: StateTensor[] = [];
+    for (let l = 0; l < config.n_layer; l++) {
+      for (const kind of ['key', 'value']) {
+        const t = out[`present.${l}.${kind}`]!;
+        const data = await readTensor(t);
+        present.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, pastLen + L, headDim], data: data.slice() });
+      }
+    }
+    for (const t of Object.values(out)) (t as AnyTensor).dispose?.();
+    return { logits, present };
+  }
+
+  const m: StateModel = {
+    id: opts.modelId,
+    arch: 'gpt2',
+    fingerprint,
+    identity,
+    device: opts.device,
+    adapter: opts.adapter ?? null,
+    deviceReason: opts.deviceReason ?? '',
+    maxTokens: config.n_positions,
+    vocabSize: config.vocab_size,
+    stateSpecs: emptyState().map((t) => ({ name: t.name, dims: t.dims })),
+    async tokenize(text: string) {
+      return Array.from((tokenizer as unknown as { encode: (t: string) => number[] }).encode(text));
+    },
+    decode(tokens: number[]) {
+      return (tokenizer as unknown as { decode: (t: number[], o?: object) => string }).decode(tokens, { skip_special_tokens: false });
+    },
+    async prefill(tokens: number[], from?: ModelState, ro: RunOptions = {}) {
+      if (tokens.length === 0) throw new RangeError('prefill needs at least one token');
+      const before = from?.tokens.length ?? 0;
+      if (before + tokens.length > config.n_positions) {
+        throw new ContextOverflow(`GPT-2 holds at most ${config.n_positions} tokens; this would make ${before + tokens.length}. Use compact to fold the state into a shorter one first.`, { limit: config.n_positions, wanted: before + tokens.length });
+      }
+      let past = from ? from.tensors : emptyState();
+      let logits: Float32Array = new Float32Array(0);
+      for (let i = 0; i < tokens.length; i += PREFILL_CHUNK) {
+        throwIfAborted(ro.signal);
+        const r = await forward(tokens.slice(i, i + PREFILL_CHUNK), past);
+        past = r.present;
+        logits = r.logits;
+        ro.onProgress?.({ done: Math.min(i + PREFILL_CHUNK, tokens.length), total: tokens.length });
+      }
+      if (ro.signal?.aborted) throw new Aborted('The request was cancelled; nothing was written.');
+      return { state: { arch: 'gpt2', tokens: [...(from?.tokens ?? []), ...tokens], tensors: past }, logits };
+    },
+    async dispose() {
+      await (model as unknown as { dispose: () => Promise<void> }).dispose();
+    },
+  };
+  return m;
+}
