@@ -207,38 +207,50 @@ export class Engine {
     }
     // Restore: the longest stored prefix of state + delta (at least the state itself, when it is intact).
     const tr = now();
-    let found = await this.findPrefix(model, full);
-    let tier: InferResult['tier'] = found.tier ?? 'recomputed';
-    if (found.reused === 0) tier = 'recomputed';
+    const found = await this.findPrefix(model, full);
+    let tier: InferResult['tier'] = found.reused > 0 ? (found.tier ?? 'stored') : 'recomputed';
     const restoreMs = now() - tr;
     throwIfAborted(ro.signal);
     const tp = now();
-    let state: ModelState;
-    let logits: Float32Array;
+    let state: ModelState | undefined = found.state;
+    let logits: Float32Array | undefined;
+    let reused = found.reused;
     let processed = 0;
-    if (found.reused === full.length && found.state) {
+    if (reused < base.tokens.length) {
+      // The state itself could not be restored (a damaged or missing blob): it
+      // is recomputed from its tokens and stored again, which heals it.
+      tier = 'recomputed';
+      const r = await model.prefill(base.tokens.slice(reused), state, progressOffset(ro, reused, full.length));
+      state = r.state;
+      logits = r.logits;
+      processed += base.tokens.length - reused;
+      throwIfAborted(ro.signal);
+      await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: base.key, parent: base.parent, receipt: base.receipt, receiptJson: base.receiptJson, label: base.label });
+    }
+    const pos = reused + processed;
+    if (pos < full.length) {
+      const r = await model.prefill(full.slice(pos), state, progressOffset(ro, pos, full.length));
+      state = r.state;
+      logits = r.logits;
+      processed += full.length - pos;
+    } else if (!logits) {
       // Everything is cached, but generation needs the last position's logits.
       if (model.arch === 'gpt2' && full.length > 1) {
-        const r = await model.prefill([full[full.length - 1]!], truncateState(found.state, full.length - 1), ro);
+        const r = await model.prefill([full[full.length - 1]!], truncateState(state!, full.length - 1), ro);
         state = r.state;
         logits = r.logits;
-        processed = 1;
-        found = { ...found, reused: full.length - 1 };
+        processed += 1;
+        reused -= 1;
       } else {
         const r = await model.prefill(full, undefined, ro);
         state = r.state;
         logits = r.logits;
         processed = full.length;
-        found = { reused: 0 };
+        reused = 0;
         tier = 'recomputed';
       }
-    } else {
-      const rest = full.slice(found.reused);
-      const r = await model.prefill(rest, found.state, progressOffset(ro, found.reused, full.length));
-      state = r.state;
-      logits = r.logits;
-      processed = rest.length;
     }
+    if (!state || !logits) throw new Error('internal: no state after restore');
     const prefillMs = now() - tp;
     const tg = now();
     const sample = makeSampler(req.sampling);
@@ -262,7 +274,7 @@ export class Engine {
       manifest = await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: newKey, parent: req.stateKey, receipt: null });
     }
     const prev = this.receipts.get(req.stateKey)?.hash ?? base.receipt ?? null;
-    const receipt = await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, manifest, processed, found.reused, prev);
+    const receipt = await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, manifest, processed, reused, prev);
     await this.store.setReceipt(newKey, receipt);
     const storeMs = now() - ts;
     const naive = full.length + maxNew;
@@ -271,7 +283,7 @@ export class Engine {
       output: model.decode(out),
       outputTokens: out,
       deltaTokens: delta.length,
-      savings: { tokensReused: found.reused, tokensProcessed: processed, naiveTokens: naive, fraction: naive ? 1 - processed / naive : 0 },
+      savings: { tokensReused: reused, tokensProcessed: processed, naiveTokens: naive, fraction: naive ? 1 - processed / naive : 0 },
       receipt,
       tier,
       timings: { totalMs: now() - t0, restoreMs, prefillMs, generateMs, storeMs },

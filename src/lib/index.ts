@@ -51,6 +51,8 @@ export interface StatecartClient {
   tokenize(text: string): Promise<number[]>;
   decode(tokens: number[]): Promise<string>;
   health(): Promise<Health>;
+  verifyState(key: string): Promise<{ ok: boolean; blocks: number; damaged: { key: string; start: number; end: number; reason: string }[] }>;
+  probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
   clearStore(): Promise<void>;
   dropHot(): Promise<void>;
   /** Stops the worker; the store stays in IndexedDB. */
@@ -111,6 +113,8 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     tokenize: (text) => call(() => remote.tokenize(text)),
     decode: (tokens) => call(() => remote.decode(tokens)),
     health: () => call(() => remote.health()),
+    verifyState: (key) => call(() => remote.verifyState(key)),
+    probe: (req) => call(() => remote.probe(req)),
     clearStore: () => call(() => remote.clearStore()),
     dropHot: () => call(() => remote.dropHot()),
     terminate: () => worker.terminate(),

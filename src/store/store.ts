@@ -26,6 +26,7 @@ export interface PutInput {
   key: string;
   parent: string | null;
   receipt: string | null;
+  receiptJson?: string;
   label?: string;
 }
 
@@ -107,6 +108,7 @@ export class StateStore {
       codec: 'fp32',
       bytes: refs.reduce((a, r) => a + r.bytes, 0),
       receipt: input.receipt,
+      ...(input.receiptJson ? { receiptJson: input.receiptJson } : {}),
       createdAt: now,
       lastUsed: now,
       pinned: false,
@@ -164,6 +166,9 @@ export class StateStore {
       const bytes = new Uint8Array(rec.data);
       const digest = await digestOf(bytes);
       if (digest !== ref.digest) {
+        // The damaged blob is removed so that the next write of this block
+        // (a recompute from the tokens) stores good bytes again.
+        await this.idb('readwrite', (s) => promisifyRequest(s.delete(B + ref.key)));
         throw new CorruptBlob(`State ${key} is damaged: block ${ref.key} (tokens ${ref.start}–${ref.end}) has digest ${digest}, expected ${ref.digest}. It was not used.`, { key, block: ref.key, expected: ref.digest, actual: digest });
       }
       if (bytes.byteLength % 4 !== 0) throw new CorruptBlob(`State ${key}: block ${ref.key} has a size that is not whole fp32 values`);
@@ -202,7 +207,11 @@ export class StateStore {
       const rec = recs[i];
       if (!rec) return undefined;
       const bytes = new Uint8Array(rec.data);
-      if ((await digestOf(bytes)) !== rec.digest) return undefined; // damaged: recompute instead
+      if ((await digestOf(bytes)) !== rec.digest) {
+        // Damaged: removed, so that the recompute that follows stores good bytes.
+        await this.idb('readwrite', (s) => promisifyRequest(s.delete(B + keys[i]!)));
+        return undefined;
+      }
       blocks.push({ start: i * 16, end: Math.min((i + 1) * 16, tokens.length), data: new Float32Array(rec.data) });
     }
     try {
@@ -210,6 +219,23 @@ export class StateStore {
     } catch {
       return undefined;
     }
+  }
+
+  /** Checks every blob of a state against its digest without decoding it. */
+  async verify(key: string): Promise<{ ok: boolean; blocks: number; damaged: { key: string; start: number; end: number; reason: string }[] }> {
+    const manifest = await this.getManifest(key);
+    if (!manifest) throw new StateNotFound(`No stored state has the key ${key}.`, { key });
+    const recs = await this.idb('readonly', (s) =>
+      Promise.all(manifest.blocks.map((b) => promisifyRequest(s.get(B + b.key) as IDBRequest<BlockRecord | undefined>))),
+    );
+    const damaged = [];
+    for (let i = 0; i < recs.length; i++) {
+      const ref = manifest.blocks[i]!;
+      const rec = recs[i];
+      if (!rec) damaged.push({ key: ref.key, start: ref.start, end: ref.end, reason: 'missing' });
+      else if ((await digestOf(new Uint8Array(rec.data))) !== ref.digest) damaged.push({ key: ref.key, start: ref.start, end: ref.end, reason: 'digest mismatch' });
+    }
+    return { ok: damaged.length === 0, blocks: recs.length, damaged };
   }
 
   async touch(key: string): Promise<void> {

@@ -58,6 +58,10 @@ export interface WorkerApi {
   tokenize(text: string): Promise<number[]>;
   decode(tokens: number[]): Promise<string>;
   health(): Promise<Health>;
+  /** Checks a state's blobs against their digests. */
+  verifyState(key: string): Promise<{ ok: boolean; blocks: number; damaged: { key: string; start: number; end: number; reason: string }[] }>;
+  /** Last-position logits after `tokens` (run on top of a stored state when given); stores nothing. */
+  probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
   clearStore(): Promise<void>;
   /** Drops the hot tier, so the next read must come from IndexedDB (tests, benchmarks). */
   dropHot(): Promise<void>;

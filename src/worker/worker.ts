@@ -170,6 +170,13 @@ const api: WorkerApi = {
       threads: onnx.wasm?.numThreads ?? 1,
     };
   }),
+  verifyState: wrap(async (key) => need(store, 'verifyState').verify(key)),
+  probe: wrap(async (req) => {
+    const model = await getModel();
+    const from = req.stateKey ? (await need(store, 'probe').getState(req.stateKey)).state : undefined;
+    const { logits } = await model.prefill(req.tokens, from);
+    return Comlink.transfer(logits, [logits.buffer as ArrayBuffer]);
+  }),
   clearStore: wrap(async () => need(store, 'clearStore').clear()),
   dropHot: wrap(async () => need(store, 'dropHot').hot.clear()),
 };

@@ -1,0 +1,260 @@
+// Mamba-1 as a StateModel, on onnxruntime directly (transformers.js has no
+// Mamba model type). The runtime module is injected: the page passes
+// `onnxruntime-web/webgpu` (the one transformers.js uses, so a page loads one
+// copy), the unit tests pass `onnxruntime-node`. Nothing here touches the DOM
+// or Node APIs beyond `fetch` (replaceable with `fetchBytes`).
+//
+// Files under `baseUrl` (written by scripts/lib/mamba-model.ts):
+//   statecart.json, tokenizer.json, onnx/{prefill,tail,step}.onnx, onnx/weights.bin
+// The three graphs share the weights file; each session still holds its own
+// copy in the runtime's heap (≈ 3 × 516 MB for mamba-130m).
+
+import type { Device, ModelState, RunOptions, StateModel, StateTensor } from './types.ts';
+import type { ModelIdentity } from '../core/model-fingerprint.ts';
+import { modelFingerprint } from '../core/model-fingerprint.ts';
+import { sha256Hex } from '../core/sha256.ts';
+import { CorruptBlob, InvalidInput, ModelMismatch, ModelNotLoaded, throwIfAborted } from '../core/errors.ts';
+
+/** The slice of the onnxruntime API used here; onnxruntime-web and -node both fit. */
+export interface OrtTensorLike {
+  readonly data: unknown;
+  readonly dims: readonly number[];
+}
+export interface OrtSessionLike {
+  run(feeds: Record<string, OrtTensorLike>): Promise<Record<string, OrtTensorLike>>;
+  release(): Promise<void>;
+}
+export interface OrtLike {
+  InferenceSession: { create(model: Uint8Array, options?: Record<string, unknown>): Promise<OrtSessionLike> };
+  Tensor: new (type: 'int64' | 'float32', data: BigInt64Array | Float32Array, dims: readonly number[]) => OrtTensorLike;
+}
+
+/** transformers.js' tokenizer fits: `encode(text)` → ids, `decode(ids)` → text. */
+export interface MambaTokenizer {
+  encode(text: string): number[] | Promise<number[]>;
+  decode(ids: number[], opts?: Record<string, unknown>): string;
+}
+
+export interface MambaConfigJson {
+  n_layer: number;
+  d_model: number;
+  d_inner: number;
+  d_state: number;
+  d_conv: number;
+  dt_rank: number;
+  vocab_size: number;
+  /** Tokens per prefill run (a multiple of `subchunk`). */
+  chunk: number;
+  /** The prefill graph takes multiples of this many tokens; default 8. */
+  subchunk?: number;
+}
+
+export interface MambaStatecartJson {
+  id: string;
+  arch: 'mamba';
+  config: MambaConfigJson;
+  dtype: 'fp32';
+  weights_sha256: string;
+  weight_source?: unknown;
+  files?: { prefill: string; tail: string; step: string; weights: string };
+}
+
+export interface CreateMambaOptions {
+  ort: OrtLike;
+  /** Folder (URL or, with a custom fetchBytes, anything) holding statecart.json. */
+  baseUrl: string;
+  /** When given, must equal statecart.json's id. */
+  modelId?: string;
+  /** 'auto' (default): WebGPU when an adapter exists, else WASM. 'cpu' is for onnxruntime-node. */
+  device?: Device | 'auto';
+  fetchBytes?: (url: string) => Promise<Uint8Array>;
+  tokenizer: MambaTokenizer;
+  /** Re-hash the weights file and compare with statecart.json (default true). */
+  verifyWeights?: boolean;
+  /** Merged into every session's options (e.g. intraOpNumThreads, logSeverityLevel). */
+  sessionOptions?: Record<string, unknown>;
+}
+
+type GraphKind = 'prefill' | 'tail' | 'step';
+
+const join = (base: string, path: string): string => (base.endsWith('/') ? base : base + '/') + path;
+
+async function defaultFetchBytes(url: string): Promise<Uint8Array> {
+  const r = await fetch(url);
+  if (!r.ok) throw new ModelNotLoaded(`Could not fetch ${url} (HTTP ${r.status}); run \`npm run models\` to generate the model files.`, { url, status: r.status });
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+async function pickDevice(want: Device | 'auto'): Promise<{ device: Device; adapter: string | null; reason: string }> {
+  if (want !== 'auto') return { device: want, adapter: null, reason: 'forced' };
+  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
+  if (!gpu) return { device: 'wasm', adapter: null, reason: 'no WebGPU in this context' };
+  try {
+    const a = (await gpu.requestAdapter()) as { info?: { vendor?: string; architecture?: string; description?: string } } | null;
+    if (!a) return { device: 'wasm', adapter: null, reason: 'no WebGPU adapter' };
+    const i = a.info ?? {};
+    const name = [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') || 'unknown adapter';
+    return { device: 'webgpu', adapter: name, reason: 'WebGPU adapter found' };
+  } catch (e) {
+    return { device: 'wasm', adapter: null, reason: `WebGPU adapter request failed: ${String(e)}` };
+  }
+}
+
+/** The state's tensor names and dims (no batch axis), in the order a cartridge lists them. */
+export function mambaStateSpec(c: MambaConfigJson): { name: string; dims: number[] }[] {
+  const out: { name: string; dims: number[] }[] = [];
+  for (let l = 0; l < c.n_layer; l++) {
+    out.push({ name: `layers.${l}.conv`, dims: [c.d_inner, c.d_conv - 1] });
+    out.push({ name: `layers.${l}.ssm`, dims: [c.d_inner, c.d_state] });
+  }
+  return out;
+}
+
+export class MambaModel implements StateModel {
+  readonly arch = 'mamba' as const;
+  readonly maxTokens = Infinity;
+  readonly vocabSize: number;
+  /** layers.N.conv [d_inner, d_conv-1], layers.N.ssm [d_inner, d_state]. */
+  readonly stateSpecs: { name: string; dims: number[] }[];
+  private readonly subchunk: number;
+
+  constructor(
+    readonly id: string,
+    readonly config: MambaConfigJson,
+    readonly identity: ModelIdentity,
+    readonly fingerprint: string,
+    readonly device: Device,
+    readonly adapter: string | null,
+    readonly deviceReason: string,
+    private readonly ort: OrtLike,
+    private readonly sessions: Record<GraphKind, OrtSessionLike>,
+    private readonly tokenizer: MambaTokenizer,
+  ) {
+    this.vocabSize = config.vocab_size;
+    this.subchunk = config.subchunk ?? 8;
+    this.stateSpecs = mambaStateSpec(config);
+  }
+
+  async tokenize(text: string): Promise<number[]> {
+    return Array.from(await this.tokenizer.encode(text));
+  }
+
+  decode(tokens: number[]): string {
+    return this.tokenizer.decode(tokens);
+  }
+
+  /** A state of zeros (no tokens), the start of every sequence. */
+  emptyState(): ModelState {
+    return { arch: 'mamba', tokens: [], tensors: this.stateSpecs.map((s) => ({ ...s, data: new Float32Array(s.dims[0]! * s.dims[1]!) })) };
+  }
+
+  async prefill(tokens: number[], from?: ModelState, opts: RunOptions = {}): Promise<{ state: ModelState; logits: Float32Array }> {
+    if (tokens.length === 0) throw new InvalidInput('prefill needs at least one new token.');
+    for (const t of tokens) {
+      if (!Number.isInteger(t) || t < 0 || t >= this.vocabSize) throw new InvalidInput(`token id ${t} is outside the vocabulary (0..${this.vocabSize - 1}).`, { token: t });
+    }
+    const start = from ?? this.emptyState();
+    let tensors = this.checkState(start);
+    const c = this.config;
+    const plan: [GraphKind, number][] = [];
+    let left = tokens.length;
+    while (left >= c.chunk) (plan.push(['prefill', c.chunk]), (left -= c.chunk));
+    const bulk = left - (left % this.subchunk);
+    if (bulk > 0) (plan.push(['prefill', bulk]), (left -= bulk));
+    if (left > 1) plan.push(['tail', left]);
+    else if (left === 1) plan.push(['step', 1]);
+
+    let done = 0;
+    let logits: Float32Array | null = null;
+    opts.onProgress?.({ done, total: tokens.length });
+    for (const [kind, n] of plan) {
+      throwIfAborted(opts.signal);
+      const ids = BigInt64Array.from(tokens.slice(done, done + n), (t) => BigInt(t));
+      const feeds: Record<string, OrtTensorLike> = { input_ids: new this.ort.Tensor('int64', ids, [1, n]) };
+      for (let l = 0; l < c.n_layer; l++) {
+        feeds[`conv_state.${l}`] = new this.ort.Tensor('float32', tensors[2 * l]!.data, [1, c.d_inner, c.d_conv - 1]);
+        feeds[`ssm_state.${l}`] = new this.ort.Tensor('float32', tensors[2 * l + 1]!.data, [1, c.d_inner, c.d_state]);
+      }
+      const out = await this.sessions[kind].run(feeds);
+      const next: StateTensor[] = [];
+      for (let l = 0; l < c.n_layer; l++) {
+        next.push({ name: `layers.${l}.conv`, dims: [c.d_inner, c.d_conv - 1], data: copyF32(out[`conv_state_out.${l}`]!) });
+        next.push({ name: `layers.${l}.ssm`, dims: [c.d_inner, c.d_state], data: copyF32(out[`ssm_state_out.${l}`]!) });
+      }
+      tensors = next;
+      logits = copyF32(out.logits!);
+      done += n;
+      opts.onProgress?.({ done, total: tokens.length });
+    }
+    return { state: { arch: 'mamba', tokens: [...start.tokens, ...tokens], tensors }, logits: logits! };
+  }
+
+  async dispose(): Promise<void> {
+    for (const s of Object.values(this.sessions)) await s.release();
+  }
+
+  /** The state's tensors in layer order, after checking names and sizes. */
+  private checkState(s: ModelState): StateTensor[] {
+    if (s.arch !== 'mamba') throw new ModelMismatch(`A ${s.arch} state cannot continue on a Mamba model.`, { arch: s.arch });
+    const spec = this.stateSpecs;
+    const byName = new Map(s.tensors.map((t) => [t.name, t]));
+    return spec.map((sp) => {
+      const t = byName.get(sp.name);
+      const n = sp.dims[0]! * sp.dims[1]!;
+      if (!t || t.data.length !== n || t.dims.length !== 2 || t.dims[0] !== sp.dims[0] || t.dims[1] !== sp.dims[1]) {
+        throw new ModelMismatch(`State tensor ${sp.name} is missing or not [${sp.dims}] as ${this.id} needs.`, { tensor: sp.name });
+      }
+      return t;
+    });
+  }
+}
+
+function copyF32(t: OrtTensorLike): Float32Array {
+  // Outputs may be views into the runtime's memory; a state must own its bytes.
+  return Float32Array.from(t.data as Float32Array);
+}
+
+export async function createMambaModel(o: CreateMambaOptions): Promise<MambaModel> {
+  const fetchBytes = o.fetchBytes ?? defaultFetchBytes;
+  const meta = JSON.parse(new TextDecoder().decode(await fetchBytes(join(o.baseUrl, 'statecart.json')))) as MambaStatecartJson;
+  if (meta.arch !== 'mamba') throw new ModelMismatch(`${o.baseUrl} holds a ${meta.arch} model, not Mamba.`, { arch: meta.arch });
+  if (o.modelId !== undefined && meta.id !== o.modelId) throw new ModelMismatch(`${o.baseUrl} holds ${meta.id}, not ${o.modelId}.`, { id: meta.id });
+  const files = meta.files ?? { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: 'onnx/weights.bin' };
+  const [weights, tokenizerJson, prefill, tail, step] = await Promise.all(
+    [files.weights, 'tokenizer.json', files.prefill, files.tail, files.step].map((f) => fetchBytes(join(o.baseUrl, f))),
+  );
+  if (o.verifyWeights ?? true) {
+    const got = await sha256Hex(weights!);
+    if (got !== meta.weights_sha256) {
+      throw new CorruptBlob(`The weights of ${meta.id} do not match statecart.json (sha256 ${got.slice(0, 12)}…, expected ${meta.weights_sha256.slice(0, 12)}…); regenerate or re-download the model.`, { got, expected: meta.weights_sha256 });
+    }
+  }
+  const c = meta.config;
+  const identity: ModelIdentity = {
+    arch: 'mamba',
+    // Only what shapes a state; chunking changes float rounding, not meaning.
+    config: { n_layer: c.n_layer, d_model: c.d_model, d_inner: c.d_inner, d_state: c.d_state, d_conv: c.d_conv, dt_rank: c.dt_rank, vocab_size: c.vocab_size },
+    weights_sha256: meta.weights_sha256,
+    tokenizer_sha256: await sha256Hex(tokenizerJson!),
+    dtype: meta.dtype,
+  };
+  const fingerprint = await modelFingerprint(identity);
+  const dev = await pickDevice(o.device ?? 'auto');
+  const weightsName = files.weights.slice(files.weights.lastIndexOf('/') + 1);
+  const sessionOptions = {
+    executionProviders: [dev.device],
+    graphOptimizationLevel: 'all',
+    externalData: [{ path: weightsName, data: weights }],
+    ...o.sessionOptions,
+  };
+  const sessions = {} as Record<GraphKind, OrtSessionLike>;
+  try {
+    for (const [k, bytes] of [['prefill', prefill], ['tail', tail], ['step', step]] as const) {
+      sessions[k] = await o.ort.InferenceSession.create(bytes!, sessionOptions);
+    }
+  } catch (e) {
+    for (const s of Object.values(sessions)) await s.release();
+    throw new ModelNotLoaded(`Could not start ${meta.id} on ${dev.device}: ${e instanceof Error ? e.message : String(e)}`, { device: dev.device });
+  }
+  return new MambaModel(meta.id, c, identity, fingerprint, dev.device, dev.adapter, dev.reason, o.ort, sessions, o.tokenizer);
+}
