@@ -1,0 +1,330 @@
+/**
+ * Writes a Mamba-1 model directory that src/models/mamba.ts loads:
+ *
+ *   config.json              Hugging Face MambaConfig fields
+ *   statecart.json           { id, arch, config, dtype, weights_sha256, weight_source }
+ *   onnx/prefill.onnx        T a multiple of 8 (chunked scan)
+ *   onnx/tail.onnx           any T (pairwise scan, meant for the < 8 leftovers)
+ *   onnx/step.onnx           T = 1
+ *   onnx/weights.bin         every weight, fp32, shared by the three graphs
+ *   tokenizer.json, tokenizer_config.json   GPT-2's (scripts/lib/tokenizer-json.ts)
+ *
+ * weights_sha256 is the sha256 of onnx/weights.bin: the graphs hold no
+ * weights, only the computation, so the weights file is what makes a model.
+ *
+ * Weight sources: seeded (deterministic, `scale` multiplies embeddings and the
+ * in/x/out projections so that greedy continuations vary), or a
+ * `model.safetensors` in the `state-spaces/mamba-130m-hf` layout (F32, F16 or
+ * BF16; dims read from the tensor shapes). Same inputs → byte-identical files.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { writeGpt2Tokenizer } from './tokenizer-json.ts';
+import { hash32, mulberry32 } from './weights.ts';
+import { buildMambaGraph, packMambaWeights, WEIGHTS_FILE, SUBCHUNK, type MambaGraphKind } from './mamba-onnx.ts';
+import type { MambaDims, MambaLayerWeights, MambaWeights } from '../../src/models/mamba-reference.ts';
+import { RMS_EPS } from '../../src/models/mamba-reference.ts';
+
+export type MambaPreset = 'tiny-mamba' | 'mamba-130m-shape';
+
+/**
+ * tiny-mamba uses the GPT-2 vocabulary unpadded (50,257) so every logit is a
+ * real token. mamba-130m-shape keeps the Hub checkpoint's 50,280 embedding
+ * rows (its config.json says vocab_size 50280: GPT-NeoX's 50,277 tokens padded
+ * to a multiple of 8); with the GPT-2 tokenizer, rows 50,257.. are never fed.
+ */
+export const MAMBA_PRESETS: Record<MambaPreset, MambaDims> = {
+  'tiny-mamba': { n_layer: 2, d_model: 64, d_inner: 128, d_state: 16, d_conv: 4, dt_rank: 4, vocab_size: 50257 },
+  'mamba-130m-shape': { n_layer: 24, d_model: 768, d_inner: 1536, d_state: 16, d_conv: 4, dt_rank: 48, vocab_size: 50280 },
+};
+
+/** Tokens per prefill call that the runner uses (a multiple of the sub-chunk). */
+export const DEFAULT_CHUNK = 64;
+
+/**
+ * At scale 1 (the usual init) greedy decoding on tiny-mamba repeats one token
+ * after two; at 4 it varies and the graphs still match the reference to ~6e-6.
+ */
+export const DEFAULT_SCALE: Record<MambaPreset, number> = { 'tiny-mamba': 4, 'mamba-130m-shape': 1 };
+
+export interface WriteMambaOptions {
+  preset: MambaPreset;
+  seed?: number;
+  /** Seeded source only. Default: DEFAULT_SCALE[preset] (tiny-mamba 4, so that greedy text varies). */
+  scale?: number;
+  /** Use these weights instead of seeded ones (dims come from the file). */
+  safetensorsPath?: string;
+  /** Defaults to the preset name, or `state-spaces/mamba-130m-hf` for a safetensors source. */
+  id?: string;
+  /** Tokens per prefill run (default 64). */
+  chunk?: number;
+  /** Tokens per sub-chunk of the prefill scan (factored form inside, pairwise across). */
+  subchunk?: number;
+}
+
+export interface StatecartJson {
+  id: string;
+  arch: 'mamba';
+  config: MambaDims & { chunk: number; subchunk: number };
+  dtype: 'fp32';
+  weights_sha256: string;
+  weight_source: Record<string, unknown>;
+  files: { prefill: string; tail: string; step: string; weights: string };
+}
+
+// ---------------------------------------------------------------- seeded weights
+
+export const MAMBA_SEEDED_PRNG = 'mulberry32-uniform/fnv1a(seed:name) v1';
+
+function uniform(n: number, seed: number, name: string, bound: number): Float32Array {
+  const next = mulberry32(hash32(`${seed}:${name}`));
+  const out = new Float32Array(n);
+  const k = (2 * bound) / 4294967296;
+  for (let i = 0; i < n; i++) out[i] = next() * k - bound;
+  return out;
+}
+
+/**
+ * Deterministic Mamba weights, close to the reference init: projections
+ * U(±1/√fan_in)·scale, embeddings U with std 0.02·scale, conv U(±1/√d_conv),
+ * dt bias = softplus⁻¹ of a log-uniform dt in [0.001, 0.1], A_log = log(1..N),
+ * D = 1, norms = 1.
+ */
+export function seededMambaWeights(d: MambaDims, seed = 1, scale = 1): MambaWeights {
+  const E = d.d_inner;
+  const N = d.d_state;
+  const K = d.d_conv;
+  const R = d.dt_rank;
+  const ones = (n: number): Float32Array => new Float32Array(n).fill(1);
+  const layers: MambaLayerWeights[] = [];
+  for (let l = 0; l < d.n_layer; l++) {
+    const p = `backbone.layers.${l}.mixer.`;
+    const u = uniform(E, seed, p + 'dt_proj.bias', 0.5);
+    const dtB = new Float32Array(E);
+    for (let e = 0; e < E; e++) {
+      const dt = Math.max(Math.exp((u[e]! + 0.5) * (Math.log(0.1) - Math.log(0.001)) + Math.log(0.001)), 1e-4);
+      dtB[e] = dt + Math.log(-Math.expm1(-dt));
+    }
+    const Alog = new Float32Array(E * N);
+    for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) Alog[e * N + n] = Math.log(n + 1);
+    layers.push({
+      norm: ones(d.d_model),
+      in_proj: uniform(2 * E * d.d_model, seed, p + 'in_proj.weight', scale / Math.sqrt(d.d_model)),
+      conv_w: uniform(E * K, seed, p + 'conv1d.weight', 1 / Math.sqrt(K)),
+      conv_b: uniform(E, seed, p + 'conv1d.bias', 1 / Math.sqrt(K)),
+      x_proj: uniform((R + 2 * N) * E, seed, p + 'x_proj.weight', scale / Math.sqrt(E)),
+      dt_proj_w: uniform(E * R, seed, p + 'dt_proj.weight', 1 / Math.sqrt(R)),
+      dt_proj_b: dtB,
+      A_log: Alog,
+      D: ones(E),
+      out_proj: uniform(d.d_model * E, seed, p + 'out_proj.weight', scale / Math.sqrt(E)),
+    });
+  }
+  return {
+    dims: d,
+    embeddings: uniform(d.vocab_size * d.d_model, seed, 'backbone.embeddings.weight', 0.02 * Math.sqrt(3) * scale),
+    layers,
+    norm_f: ones(d.d_model),
+  };
+}
+
+// ---------------------------------------------------------------- safetensors weights
+
+function toF32(dtype: string, data: ArrayLike<number>): Float32Array {
+  if (dtype === 'F32') return Float32Array.from(data);
+  const out = new Float32Array(data.length);
+  const u32 = new Uint32Array(out.buffer);
+  if (dtype === 'BF16') {
+    for (let i = 0; i < data.length; i++) u32[i] = data[i]! << 16;
+    return out;
+  }
+  if (dtype === 'F16') {
+    for (let i = 0; i < data.length; i++) {
+      const h = data[i]!;
+      const s = h & 0x8000 ? -1 : 1;
+      const e = (h >> 10) & 0x1f;
+      const m = h & 0x3ff;
+      out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+    }
+    return out;
+  }
+  throw new Error(`unsupported dtype ${dtype} in Mamba checkpoint`);
+}
+
+/** Reads a `state-spaces/mamba-130m-hf`-layout checkpoint; dims come from the shapes. */
+export function mambaWeightsFromTensors(tensors: Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>): MambaWeights {
+  const get = (name: string, shape?: number[]): Float32Array => {
+    const t = tensors.get(name);
+    if (!t) throw new Error(`missing tensor ${name} in Mamba checkpoint`);
+    if (shape && (t.shape.length !== shape.length || t.shape.some((v, i) => v !== shape[i]))) {
+      throw new Error(`${name}: shape [${t.shape}], expected [${shape}]`);
+    }
+    return toF32(t.dtype, t.data);
+  };
+  const emb = tensors.get('backbone.embeddings.weight');
+  if (!emb) throw new Error('missing backbone.embeddings.weight: not a MambaForCausalLM checkpoint');
+  const [V, D] = emb.shape as [number, number];
+  let n_layer = 0;
+  while (tensors.has(`backbone.layers.${n_layer}.mixer.in_proj.weight`)) n_layer++;
+  const m0 = 'backbone.layers.0.mixer.';
+  const E = tensors.get(m0 + 'in_proj.weight')!.shape[0]! / 2;
+  const K = tensors.get(m0 + 'conv1d.weight')!.shape[2]!;
+  const N = tensors.get(m0 + 'A_log')!.shape[1]!;
+  const R = tensors.get(m0 + 'dt_proj.weight')!.shape[1]!;
+  const dims: MambaDims = { n_layer, d_model: D, d_inner: E, d_state: N, d_conv: K, dt_rank: R, vocab_size: V };
+  for (const name of tensors.keys()) {
+    if (/\.(in_proj|out_proj|x_proj)\.bias$/.test(name)) throw new Error(`${name}: biased projections are not supported`);
+  }
+  const embeddings = get('backbone.embeddings.weight', [V, D]);
+  const head = tensors.get('lm_head.weight');
+  if (head) {
+    const h = toF32(head.dtype, head.data);
+    if (h.length !== embeddings.length || h.some((v, i) => v !== embeddings[i])) throw new Error('lm_head.weight differs from the embeddings: untied heads are not supported');
+  }
+  const layers: MambaLayerWeights[] = [];
+  for (let l = 0; l < n_layer; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = p + 'mixer.';
+    layers.push({
+      norm: get(p + 'norm.weight', [D]),
+      in_proj: get(m + 'in_proj.weight', [2 * E, D]),
+      conv_w: get(m + 'conv1d.weight', [E, 1, K]),
+      conv_b: get(m + 'conv1d.bias', [E]),
+      x_proj: get(m + 'x_proj.weight', [R + 2 * N, E]),
+      dt_proj_w: get(m + 'dt_proj.weight', [E, R]),
+      dt_proj_b: get(m + 'dt_proj.bias', [E]),
+      A_log: get(m + 'A_log', [E, N]),
+      D: get(m + 'D', [E]),
+      out_proj: get(m + 'out_proj.weight', [D, E]),
+    });
+  }
+  return { dims, embeddings, layers, norm_f: get('backbone.norm_f.weight', [D]) };
+}
+
+export async function mambaWeightsFromSafetensors(path: string): Promise<{ weights: MambaWeights; info: Record<string, unknown> }> {
+  const { readSafetensors } = await import('../../src/formats/safetensors.ts');
+  const bytes = new Uint8Array(await readFile(path));
+  const st = readSafetensors(bytes);
+  const weights = mambaWeightsFromTensors(st.tensors as unknown as Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>);
+  return { weights, info: { kind: 'safetensors', file: basename(path), sha256: createHash('sha256').update(bytes).digest('hex') } };
+}
+
+/** The weights in the Hub's layout, as writeSafetensors input (for tests of the safetensors path). */
+export function mambaWeightsToSafetensorsInput(w: MambaWeights): { name: string; dtype: 'F32'; shape: number[]; data: Float32Array }[] {
+  const d = w.dims;
+  const E = d.d_inner;
+  const out: { name: string; dtype: 'F32'; shape: number[]; data: Float32Array }[] = [];
+  const add = (name: string, shape: number[], data: Float32Array): void => void out.push({ name, dtype: 'F32', shape, data });
+  add('backbone.embeddings.weight', [d.vocab_size, d.d_model], w.embeddings);
+  w.layers.forEach((L, l) => {
+    const p = `backbone.layers.${l}.`;
+    const m = p + 'mixer.';
+    add(m + 'A_log', [E, d.d_state], L.A_log);
+    add(m + 'D', [E], L.D);
+    add(m + 'conv1d.bias', [E], L.conv_b);
+    add(m + 'conv1d.weight', [E, 1, d.d_conv], L.conv_w);
+    add(m + 'dt_proj.bias', [E], L.dt_proj_b);
+    add(m + 'dt_proj.weight', [E, d.dt_rank], L.dt_proj_w);
+    add(m + 'in_proj.weight', [2 * E, d.d_model], L.in_proj);
+    add(m + 'out_proj.weight', [d.d_model, E], L.out_proj);
+    add(m + 'x_proj.weight', [d.dt_rank + 2 * d.d_state, E], L.x_proj);
+    add(p + 'norm.weight', [d.d_model], L.norm);
+  });
+  add('backbone.norm_f.weight', [d.d_model], w.norm_f);
+  return out;
+}
+
+// ---------------------------------------------------------------- writing
+
+/** Hugging Face MambaConfig fields (transformers' configuration_mamba.py). */
+export function hfMambaConfig(d: MambaDims): Record<string, unknown> {
+  return {
+    architectures: ['MambaForCausalLM'],
+    model_type: 'mamba',
+    vocab_size: d.vocab_size,
+    hidden_size: d.d_model,
+    state_size: d.d_state,
+    num_hidden_layers: d.n_layer,
+    intermediate_size: d.d_inner,
+    expand: d.d_inner / d.d_model,
+    conv_kernel: d.d_conv,
+    time_step_rank: d.dt_rank,
+    layer_norm_epsilon: RMS_EPS,
+    use_bias: false,
+    use_conv_bias: true,
+    hidden_act: 'silu',
+    initializer_range: 0.1,
+    residual_in_fp32: true,
+    time_step_scale: 1.0,
+    time_step_min: 0.001,
+    time_step_max: 0.1,
+    time_step_init_scheme: 'random',
+    time_step_floor: 0.0001,
+    rescale_prenorm_residual: false,
+    tie_word_embeddings: true,
+    use_cache: true,
+    // GPT-2 tokenizer: <|endoftext|> is 50256.
+    bos_token_id: 50256,
+    eos_token_id: 50256,
+    pad_token_id: 50256,
+  };
+}
+
+export interface MambaModelFiles {
+  statecart: StatecartJson;
+  weights: MambaWeights;
+  graphs: Record<MambaGraphKind, Uint8Array>;
+  weightsBytes: Uint8Array;
+}
+
+/** Everything writeMambaModel writes, in memory (tests use this without touching disk). */
+export async function buildMambaModel(opts: WriteMambaOptions): Promise<MambaModelFiles> {
+  const chunk = opts.chunk ?? DEFAULT_CHUNK;
+  const subchunk = opts.subchunk ?? SUBCHUNK;
+  if (chunk <= 0 || chunk % subchunk !== 0) throw new Error(`chunk must be a positive multiple of ${subchunk}`);
+  let weights: MambaWeights;
+  let source: Record<string, unknown>;
+  let id: string;
+  if (opts.safetensorsPath) {
+    const r = await mambaWeightsFromSafetensors(opts.safetensorsPath);
+    weights = r.weights;
+    source = r.info;
+    id = opts.id ?? 'state-spaces/mamba-130m-hf';
+  } else {
+    const seed = opts.seed ?? 1;
+    const scale = opts.scale ?? DEFAULT_SCALE[opts.preset];
+    weights = seededMambaWeights(MAMBA_PRESETS[opts.preset], seed, scale);
+    source = { kind: 'seeded', prng: MAMBA_SEEDED_PRNG, seed, scale };
+    id = opts.id ?? opts.preset;
+  }
+  const packed = packMambaWeights(weights);
+  const graphs = {
+    prefill: buildMambaGraph('prefill', weights.dims, packed, subchunk),
+    tail: buildMambaGraph('tail', weights.dims, packed),
+    step: buildMambaGraph('step', weights.dims, packed),
+  };
+  const statecart: StatecartJson = {
+    id,
+    arch: 'mamba',
+    config: { ...weights.dims, chunk, subchunk },
+    dtype: 'fp32',
+    weights_sha256: createHash('sha256').update(packed.bytes).digest('hex'),
+    weight_source: source,
+    files: { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: `onnx/${WEIGHTS_FILE}` },
+  };
+  return { statecart, weights, graphs, weightsBytes: packed.bytes };
+}
+
+const json = (v: unknown): string => JSON.stringify(v, null, 2) + '\n';
+
+export async function writeMambaModel(outDir: string, opts: WriteMambaOptions): Promise<StatecartJson> {
+  const m = await buildMambaModel(opts);
+  await mkdir(join(outDir, 'onnx'), { recursive: true });
+  await writeFile(join(outDir, 'onnx', WEIGHTS_FILE), m.weightsBytes);
+  for (const k of ['prefill', 'tail', 'step'] as const) await writeFile(join(outDir, 'onnx', `${k}.onnx`), m.graphs[k]);
+  await writeFile(join(outDir, 'config.json'), json(hfMambaConfig(m.weights.dims)));
+  await writeFile(join(outDir, 'statecart.json'), json(m.statecart));
+  await writeGpt2Tokenizer(outDir);
+  return m.statecart;
+}
