@@ -21,6 +21,7 @@ export default defineConfig({
   },
   webServer: {
     command: `npx vite --port ${PORT} --strictPort --host 127.0.0.1`,
+    env: { STATECART_NO_HMR: '1' },
     url: `http://127.0.0.1:${PORT}/`,
     reuseExistingServer: !process.env.CI,
     timeout: 120_000,

@@ -10,7 +10,8 @@ const isolation = {
 export default defineConfig({
   // Relative base: the built site works from any folder of any static host.
   base: './',
-  server: { headers: isolation, host: '127.0.0.1', strictPort: true },
+  // Tests and benchmarks drive the page themselves: a file saved mid-run must not reload it.
+  server: { headers: isolation, host: '127.0.0.1', strictPort: true, hmr: process.env.STATECART_NO_HMR ? false : undefined },
   preview: { headers: isolation, host: '127.0.0.1', strictPort: true },
   worker: { format: 'es' },
   optimizeDeps: {

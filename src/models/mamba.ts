@@ -65,8 +65,10 @@ export interface CreateMambaOptions {
   baseUrl: string;
   /** When given, must equal statecart.json's id. */
   modelId?: string;
-  /** 'auto' (default): WebGPU when an adapter exists, else WASM. 'cpu' is for onnxruntime-node. */
-  device?: Device | 'auto';
+  /** 'webgpu' or 'wasm' in a browser (the worker picks, see src/worker/device.ts); 'cpu' for onnxruntime-node. */
+  device: Device;
+  adapter?: string | null;
+  deviceReason?: string;
   fetchBytes?: (url: string) => Promise<Uint8Array>;
   tokenizer: MambaTokenizer;
   /** Re-hash the weights file and compare with statecart.json (default true). */
@@ -83,21 +85,6 @@ async function defaultFetchBytes(url: string): Promise<Uint8Array> {
   const r = await fetch(url);
   if (!r.ok) throw new ModelNotLoaded(`Could not fetch ${url} (HTTP ${r.status}); run \`npm run models\` to generate the model files.`, { url, status: r.status });
   return new Uint8Array(await r.arrayBuffer());
-}
-
-async function pickDevice(want: Device | 'auto'): Promise<{ device: Device; adapter: string | null; reason: string }> {
-  if (want !== 'auto') return { device: want, adapter: null, reason: 'forced' };
-  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
-  if (!gpu) return { device: 'wasm', adapter: null, reason: 'no WebGPU in this context' };
-  try {
-    const a = (await gpu.requestAdapter()) as { info?: { vendor?: string; architecture?: string; description?: string } } | null;
-    if (!a) return { device: 'wasm', adapter: null, reason: 'no WebGPU adapter' };
-    const i = a.info ?? {};
-    const name = [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') || 'unknown adapter';
-    return { device: 'webgpu', adapter: name, reason: 'WebGPU adapter found' };
-  } catch (e) {
-    return { device: 'wasm', adapter: null, reason: `WebGPU adapter request failed: ${String(e)}` };
-  }
 }
 
 /** The state's tensor names and dims (no batch axis), in the order a cartridge lists them. */
@@ -239,7 +226,7 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
     dtype: meta.dtype,
   };
   const fingerprint = await modelFingerprint(identity);
-  const dev = await pickDevice(o.device ?? 'auto');
+  const dev = { device: o.device, adapter: o.adapter ?? null, reason: o.deviceReason ?? '' };
   const weightsName = files.weights.slice(files.weights.lastIndexOf('/') + 1);
   const sessionOptions = {
     executionProviders: [dev.device],
