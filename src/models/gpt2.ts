@@ -143,6 +143,9 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
         past = r.present;
         logits = r.logits;
         ro.onProgress?.({ done: Math.min(i + PREFILL_CHUNK, tokens.length), total: tokens.length });
+        // A cancel arrives as a message: without a macrotask turn between chunks
+        // a worker would only see it after the whole prefill.
+        if (ro.signal && i + PREFILL_CHUNK < tokens.length) await new Promise((r) => setTimeout(r, 0));
       }
       if (ro.signal?.aborted) throw new Aborted('The request was cancelled; nothing was written.');
       return { state: { arch: 'gpt2', tokens: [...(from?.tokens ?? []), ...tokens], tensors: past }, logits };

@@ -1,6 +1,7 @@
 import type { ModelState, StateTensor } from './types.ts';
 import { BLOCK_TOKENS } from '../core/state-key.ts';
 import { CorruptBlob } from '../core/errors.ts';
+import { getCodec, isCodecName, peekCodec, readCodecHeader, type CodecName, type CodecParams } from '../formats/codecs.ts';
 
 /**
  * How a state is cut into stored blocks. A GPT-2 KV state is sliced along
@@ -130,4 +131,129 @@ export function stateBytes(state: ModelState): number {
   let n = 0;
   for (const t of state.tensors) n += t.data.byteLength;
   return n;
+}
+
+// ------------------------------------------------------------ encoded blocks
+
+/**
+ * A block stored with a codec other than fp32 is a frame of one encoding per
+ * tensor slice, in tensor order (GPT-2: each layer's key and value slice
+ * [n_head, len, head_dim]; Mamba: each tensor whole). An fp32 block keeps the
+ * bare layout of BlockSlice.data: blobs written before codecs existed, and
+ * by other writers, stay readable, and the fastest path stays a plain view.
+ *
+ * Frame: "SCB" 0x01, u32 count, u32 × count byte lengths, then each encoding
+ * padded with zeros to a multiple of 4 bytes (so typed views need no copy).
+ */
+const FRAME_MAGIC = [0x53, 0x43, 0x42, 0x01];
+
+export type BlockCodec = CodecName;
+
+/** Dims of each tensor's slice within a block. */
+export function sliceDims(arch: 'gpt2' | 'mamba', specs: TensorSpec[], len: number): number[][] {
+  return specs.map((s) => (arch === 'gpt2' ? [s.dims[0]!, len, s.dims[2]!] : [...s.dims]));
+}
+
+/**
+ * KIVI's rule: keys per channel, values per token. Inside a 16-token block
+ * there is no residual window: the block is complete and immutable once stored.
+ */
+export function codecParamsFor(name: string): CodecParams {
+  return { kind: name.endsWith('.value') ? 'value' : 'key', residual: 0 };
+}
+
+export function encodeBlock(arch: 'gpt2' | 'mamba', specs: TensorSpec[], block: BlockSlice, codec: BlockCodec): Uint8Array {
+  if (codec === 'fp32') return new Uint8Array(block.data.buffer, block.data.byteOffset, block.data.byteLength);
+  const c = getCodec(codec);
+  const dims = sliceDims(arch, specs, block.end - block.start);
+  const parts: Uint8Array[] = [];
+  let o = 0;
+  specs.forEach((s, i) => {
+    const n = dims[i]!.reduce((a, b) => a * b, 1);
+    parts.push(c.encode({ dims: dims[i]!, data: block.data.subarray(o, o + n) }, codecParamsFor(s.name)));
+    o += n;
+  });
+  if (o !== block.data.length) throw new RangeError('block data does not match the tensor specs');
+  const head = 8 + 4 * parts.length;
+  let size = head;
+  for (const p of parts) size += (p.length + 3) & ~3;
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  out.set(FRAME_MAGIC, 0);
+  dv.setUint32(4, parts.length, true);
+  let at = head;
+  parts.forEach((p, i) => {
+    dv.setUint32(8 + 4 * i, p.length, true);
+    out.set(p, at);
+    at += (p.length + 3) & ~3;
+  });
+  return out;
+}
+
+/** The inverse of encodeBlock: fp32 data in BlockSlice layout, checked against the specs. */
+export function decodeBlock(arch: 'gpt2' | 'mamba', specs: TensorSpec[], start: number, end: number, codec: string, bytes: Uint8Array): Float32Array {
+  const dims = sliceDims(arch, specs, end - start);
+  let total = 0;
+  for (const d of dims) total += d.reduce((a, b) => a * b, 1);
+  if (codec === 'fp32') {
+    if (bytes.byteLength !== 4 * total) throw new CorruptBlob(`an fp32 block of tokens ${start}–${end} should be ${4 * total} bytes, is ${bytes.byteLength}`);
+    return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, total) : new Float32Array(bytes.slice().buffer);
+  }
+  if (!isCodecName(codec)) throw new CorruptBlob(`a stored block names the unknown codec "${codec}"`);
+  if (bytes.length < 8 || FRAME_MAGIC.some((b, i) => bytes[i] !== b)) throw new CorruptBlob(`a ${codec} block of tokens ${start}–${end} does not start with the block frame magic`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = dv.getUint32(4, true);
+  if (count !== specs.length) throw new CorruptBlob(`a ${codec} block holds ${count} tensors, the state has ${specs.length}`);
+  const out = new Float32Array(total);
+  let at = 8 + 4 * count;
+  let o = 0;
+  for (let i = 0; i < count; i++) {
+    const len = dv.getUint32(8 + 4 * i, true);
+    if (at + len > bytes.length) throw new CorruptBlob(`a ${codec} block is truncated at tensor ${specs[i]!.name}`);
+    const part = bytes.subarray(at, at + len);
+    const h = peekCodec(part);
+    if (h.codec !== codec) throw new CorruptBlob(`tensor ${specs[i]!.name} in a ${codec} block is encoded as ${h.codec}`);
+    const want = dims[i]!;
+    if (h.dims.length !== want.length || h.dims.some((d, j) => d !== want[j])) throw new CorruptBlob(`tensor ${specs[i]!.name} is [${h.dims.join(', ')}] in its block, expected [${want.join(', ')}]`);
+    if (codec === 'int8') o += decodeInt8Into(part, out, o);
+    else {
+      const t = getCodec(codec).decode(part);
+      out.set(t.data, o);
+      o += t.data.length;
+    }
+    at += (len + 3) & ~3;
+  }
+  if (at !== bytes.length) throw new CorruptBlob(`a ${codec} block has ${bytes.length - at} trailing bytes`);
+  return out;
+}
+
+/**
+ * int8 straight into the block's buffer: the same arithmetic as the int8
+ * codec's decode (src/formats/codecs.ts; a test pins them equal), without a
+ * temporary array per tensor and a copy, so that restoring an int8 state is
+ * not slower than restoring fp32 (bench/codec-restore.ts).
+ */
+function decodeInt8Into(part: Uint8Array, out: Float32Array, o: number): number {
+  const h = readCodecHeader(part);
+  const d = h.dims;
+  const C = d.length >= 2 ? d[d.length - 1]! : 1;
+  const T = d.length >= 2 ? d[d.length - 2]! : d.length === 1 ? d[0]! : 1;
+  const G = h.n / Math.max(1, T * C) || 0;
+  if (part.length !== h.off + 4 * G * C + h.n) throw new CorruptBlob(`an int8 tensor should be ${h.off + 4 * G * C + h.n} bytes, is ${part.length}`);
+  const at = part.byteOffset + h.off;
+  const scales = at % 4 === 0 ? new Float32Array(part.buffer, at, G * C) : new Float32Array(part.slice(h.off, h.off + 4 * G * C).buffer);
+  for (let i = 0; i < scales.length; i++) {
+    const v = scales[i]!;
+    if (!(v >= 0 && v < Infinity)) throw new CorruptBlob(`int8 scale ${i} is ${v}; scales are finite and non-negative`);
+  }
+  const q = new Int8Array(part.buffer, at + 4 * G * C, h.n);
+  for (let g = 0; g < G; g++) {
+    const sg = g * C;
+    for (let t = 0; t < T; t++) {
+      const row = (g * T + t) * C;
+      const dst = o + row;
+      for (let c = 0; c < C; c++) out[dst + c] = q[row + c]! * scales[sg + c]!;
+    }
+  }
+  return h.n;
 }

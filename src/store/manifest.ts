@@ -7,8 +7,12 @@ export interface BlockRef {
   digest: string;
   start: number;
   end: number;
+  /** fp32 | fp16 | int8 | kivi4: how this blob's bytes encode the block (the blob key ends in it too). */
   codec: string;
+  /** Encoded size: what is stored, and what the digest covers. */
   bytes: number;
+  /** Set when the blob holds more tokens than [start, end): a shorter state's tail shares the head of a longer state's block (src/store/shared-tails.ts). */
+  blobTokens?: number;
 }
 
 /** What makes a stored state: written last, so a visible manifest means all its blobs are there. */
@@ -23,6 +27,7 @@ export interface Manifest {
   blocks: BlockRef[];
   /** The state this one was continued from, if any (for the state graph). */
   parent: string | null;
+  /** The codec every block of this state was written with (a block's own `codec` says the same). */
   codec: string;
   /** Sum of this state's blob sizes (blocks shared with other states counted here too). */
   bytes: number;
@@ -40,4 +45,24 @@ export interface BlockRecord {
   digest: string;
   codec: string;
   data: ArrayBuffer;
+}
+
+/** Quality limits on a lossy codec, measured by running the model (src/engine/quality.ts). */
+export interface CodecConstraints {
+  /** Largest allowed |logit − fp32 logit| over the probe; 0 allows only lossless fp32. */
+  maxLogitError?: number;
+  /** Largest allowed KL(fp32 ‖ codec) of a next-token distribution over the probe, in nats. */
+  maxKL?: number;
+  /** Greedy decoding of the probe must pick the same tokens as fp32 (default true). */
+  requireGreedyMatch?: boolean;
+  /** Tokens fed after the state before comparing (default: the state's last token). */
+  probeTokens?: number[];
+  /** Greedy tokens compared after the probe (default 32). */
+  greedyTokens?: number;
+}
+
+/** How new states are encoded: one codec always, or the smallest meeting constraints ('auto'). */
+export interface CodecPolicy {
+  codec: 'fp32' | 'fp16' | 'int8' | 'kivi4' | 'auto';
+  constraints?: CodecConstraints;
 }

@@ -1,15 +1,16 @@
 import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
 import { digestOf } from '../core/sha256.ts';
-import { CorruptBlob, QuotaExceeded, StateNotFound, StatecartError } from '../core/errors.ts';
+import { CorruptBlob, InvalidInput, QuotaExceeded, StateNotFound, StatecartError } from '../core/errors.ts';
 import { blockChain, keyOf } from '../core/state-key.ts';
 import { bytesOf, toHex } from '../core/bytes.ts';
 import type { ModelState } from '../models/types.ts';
-import { cutBlocks, joinBlocks, stateBytes, tensorSpecs } from '../models/state-layout.ts';
+import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, stateBytes, tensorSpecs, type BlockCodec } from '../models/state-layout.ts';
 import { HotCache } from './hot-cache.ts';
-import type { BlockRecord, BlockRef, Manifest } from './manifest.ts';
+import type { BlockRecord, BlockRef, CodecPolicy, Manifest } from './manifest.ts';
 import type { TensorSpec } from '../models/state-layout.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
 import { canonicalize } from '../core/canonical-json.ts';
+import { headOfBlock, repointTails, tailCandidates, type TailCandidate } from './shared-tails.ts';
 
 export type Tier = 'hot' | 'stored';
 
@@ -17,7 +18,15 @@ export interface StoreOptions {
   dbName?: string;
   /** Byte budget of the in-memory tier of decoded states. */
   hotBytes?: number;
+  /** Codec of new states (default fp32). 'auto' needs a chooser: see setCodecPolicy. */
+  codec?: CodecPolicy;
 }
+
+/** Picks a codec for a state about to be stored (the 'auto' policy; it runs the model). */
+export type CodecChooser = (state: ModelState, input: PutInput, policy: CodecPolicy) => Promise<BlockCodec>;
+
+/** Most precise first: when a block is stored under several codecs, the best one is read. */
+export const CODEC_PREFERENCE: readonly BlockCodec[] = ['fp32', 'fp16', 'int8', 'kivi4'];
 
 export interface PutInput {
   state: ModelState;
@@ -28,6 +37,8 @@ export interface PutInput {
   receipt: string | null;
   receiptJson?: string;
   label?: string;
+  /** Overrides the store's codec policy for this state. */
+  codec?: BlockCodec;
 }
 
 const M = 'm:'; // manifests
@@ -43,10 +54,60 @@ export class StateStore {
   readonly hot: HotCache<ModelState>;
   /** Counts of IndexedDB reads of blobs, so tests and health() can see which tier served. */
   blobReads = 0;
+  private policy: CodecPolicy = { codec: 'fp32' };
+  private chooser: CodecChooser | undefined;
 
   constructor(opts: StoreOptions = {}) {
     this.idb = createStore(opts.dbName ?? 'statecart', 'kv');
     this.hot = new HotCache(opts.hotBytes ?? 256 * 1024 * 1024);
+    if (opts.codec) this.setCodecPolicy(opts.codec);
+  }
+
+  /**
+   * The codec for states stored from now on; stored states keep theirs.
+   * 'auto' asks `chooser` (which measures quality by running the model, see
+   * src/engine/codec-optimizer.ts) for every new state.
+   */
+  setCodecPolicy(policy: CodecPolicy, chooser?: CodecChooser): void {
+    const ok = ['fp32', 'fp16', 'int8', 'kivi4', 'auto'];
+    if (!policy || !ok.includes(policy.codec)) throw new InvalidInput(`codec policy: codec is one of ${ok.join(', ')}, got ${String(policy?.codec)}`);
+    if (policy.codec === 'auto' && !chooser && !this.chooser) throw new InvalidInput("codec policy 'auto' needs a chooser that can run the model");
+    this.policy = { codec: policy.codec, ...(policy.constraints ? { constraints: { ...policy.constraints } } : {}) };
+    if (chooser) this.chooser = chooser;
+  }
+
+  getCodecPolicy(): CodecPolicy {
+    return { ...this.policy };
+  }
+
+  private async codecFor(input: PutInput): Promise<BlockCodec> {
+    if (input.codec) return input.codec;
+    if (this.policy.codec !== 'auto') return this.policy.codec;
+    return this.chooser!(input.state, input, this.policy);
+  }
+
+  /**
+   * For each chain hash (a GPT-2 block), the key of a stored blob holding it,
+   * in any codec (the most precise one when there are several), or undefined.
+   */
+  async blockKeysFor(chain: (Uint8Array | string)[]): Promise<(string | undefined)[]> {
+    const names = chain.map((h) => (typeof h === 'string' ? h : keyOf(h)));
+    const found = await this.idb('readonly', (s) =>
+      Promise.all(names.map((n) => promisifyRequest(s.getAllKeys(IDBKeyRange.bound(B + n + '/', B + n + '/\uffff'))) as Promise<IDBValidKey[]>)),
+    );
+    return found.map((ks, i) => {
+      const have = new Set(ks.map((k) => String(k).slice(B.length)));
+      for (const c of CODEC_PREFERENCE) {
+        const k = `${names[i]}/${c}`;
+        if (have.has(k)) return k;
+      }
+      return undefined;
+    });
+  }
+
+  /** Which GPT-2 blocks (by chain hash) are stored, in any codec: prefix lookup walks this. */
+  async hasBlocks(chain: (Uint8Array | string)[]): Promise<boolean[]> {
+    return (await this.blockKeysFor(chain)).map((k) => k !== undefined);
   }
 
   async has(key: string): Promise<boolean> {
@@ -81,19 +142,26 @@ export class StateStore {
   async putState(input: PutInput): Promise<Manifest> {
     const { state } = input;
     const now = Date.now();
+    const codec = await this.codecFor(input);
+    const specs = tensorSpecs(state);
     const refs: BlockRef[] = [];
     const records: [string, BlockRecord][] = [];
     const blocks = cutBlocks(state);
     const chain = state.arch === 'gpt2' ? await blockChain(input.modelFp, state.tokens) : [];
+    // What a later read will decode: the hot tier must serve the same numbers,
+    // or a state's continuation would depend on which tier it came from.
+    const decoded: { start: number; end: number; data: Float32Array }[] = [];
     for (let i = 0; i < blocks.length; i++) {
       const b = blocks[i]!;
       // A full GPT-2 block is named by the chain hash after it, so every state
-      // that starts with the same tokens names it the same way.
-      const blockKey = (state.arch === 'gpt2' ? keyOf(chain[i]!) : input.key) + '/fp32';
-      const bytes = bytesOf(b.data);
+      // that starts with the same tokens names it the same way; the codec is
+      // part of the name, as different codecs are different bytes.
+      const blockKey = (state.arch === 'gpt2' ? keyOf(chain[i]!) : input.key) + '/' + codec;
+      const bytes = codec === 'fp32' ? bytesOf(b.data) : encodeBlock(state.arch, specs, b, codec);
       const digest = await digestOf(bytes);
-      refs.push({ key: blockKey, digest, start: b.start, end: b.end, codec: 'fp32', bytes: bytes.byteLength });
-      records.push([blockKey, { digest, codec: 'fp32', data: bytes.slice().buffer }]);
+      refs.push({ key: blockKey, digest, start: b.start, end: b.end, codec, bytes: bytes.byteLength });
+      records.push([blockKey, { digest, codec, data: bytes.slice().buffer }]);
+      if (codec !== 'fp32') decoded.push({ start: b.start, end: b.end, data: decodeBlock(state.arch, specs, b.start, b.end, codec, bytes) });
     }
     const manifest: Manifest = {
       v: 1,
@@ -102,10 +170,10 @@ export class StateStore {
       modelFp: input.modelFp,
       arch: state.arch,
       tokens: [...state.tokens],
-      tensors: tensorSpecs(state),
+      tensors: specs,
       blocks: refs,
       parent: input.parent,
-      codec: 'fp32',
+      codec,
       bytes: refs.reduce((a, r) => a + r.bytes, 0),
       receipt: input.receipt,
       ...(input.receiptJson ? { receiptJson: input.receiptJson } : {}),
@@ -114,12 +182,14 @@ export class StateStore {
       pinned: false,
       ...(input.label ? { label: input.label } : {}),
     };
-    await this.writeAtomically(manifest, records);
-    this.hot.set(input.key, state, stateBytes(state));
+    const tails = state.arch === 'gpt2' ? await tailCandidates(input.modelFp, state.tokens) : [];
+    await this.writeAtomically(manifest, records, tails);
+    const hot = codec === 'fp32' ? state : joinBlocks(state.arch, state.tokens, specs, decoded);
+    this.hot.set(input.key, hot, stateBytes(hot));
     return manifest;
   }
 
-  private async writeAtomically(manifest: Manifest, records: [string, BlockRecord][]): Promise<void> {
+  private async writeAtomically(manifest: Manifest, records: [string, BlockRecord][], tails: TailCandidate[] = []): Promise<void> {
     try {
       await this.idb('readwrite', (s) => {
         const tx = s.transaction;
@@ -127,7 +197,8 @@ export class StateStore {
         // A blob already present keeps its bytes, and the manifest takes its
         // digest: two writers of one block end with one copy and agree on it.
         let pending = records.length;
-        const finish = () => s.put(manifest, M + manifest.key);
+        // Shorter states' tails move onto this state's blocks once its digests are final.
+        const finish = () => void repointTails(s, manifest, tails).then(() => s.put(manifest, M + manifest.key), () => tx.abort());
         if (pending === 0) finish();
         records.forEach(([k, rec], i) => {
           const req = s.get(B + k) as IDBRequest<BlockRecord | undefined>;
@@ -171,8 +242,14 @@ export class StateStore {
         await this.idb('readwrite', (s) => promisifyRequest(s.delete(B + ref.key)));
         throw new CorruptBlob(`State ${key} is damaged: block ${ref.key} (tokens ${ref.start}–${ref.end}) has digest ${digest}, expected ${ref.digest}. It was not used.`, { key, block: ref.key, expected: ref.digest, actual: digest });
       }
-      if (bytes.byteLength % 4 !== 0) throw new CorruptBlob(`State ${key}: block ${ref.key} has a size that is not whole fp32 values`);
-      blocks.push({ start: ref.start, end: ref.end, data: new Float32Array(rec.data) });
+      let data: Float32Array;
+      try {
+        const span = ref.blobTokens ?? ref.end - ref.start;
+        data = headOfBlock(decodeBlock(manifest.arch, manifest.tensors, ref.start, ref.start + span, ref.codec ?? 'fp32', bytes), manifest.tensors, span, ref.end - ref.start);
+      } catch (e) {
+        throw new CorruptBlob(`State ${key}: block ${ref.key} (tokens ${ref.start}–${ref.end}) cannot be decoded as ${ref.codec}: ${e instanceof Error ? e.message : String(e)}`, { key, block: ref.key });
+      }
+      blocks.push({ start: ref.start, end: ref.end, data });
     }
     const state = joinBlocks(manifest.arch, manifest.tokens, manifest.tensors, blocks);
     this.hot.set(key, state, stateBytes(state));
@@ -199,7 +276,9 @@ export class StateStore {
    */
   async getBlockPrefix(model: { fingerprint: string; stateSpecs: TensorSpec[] }, tokens: number[]): Promise<ModelState | undefined> {
     const chain = await blockChain(model.fingerprint, tokens);
-    const keys = chain.map((h) => keyOf(h) + '/fp32');
+    const found = await this.blockKeysFor(chain);
+    if (found.some((k) => k === undefined)) return undefined;
+    const keys = found as string[];
     const recs = await this.idb('readonly', (s) => Promise.all(keys.map((k) => promisifyRequest(s.get(B + k) as IDBRequest<BlockRecord | undefined>))));
     this.blobReads += recs.length;
     const blocks = [];
@@ -212,7 +291,13 @@ export class StateStore {
         await this.idb('readwrite', (s) => promisifyRequest(s.delete(B + keys[i]!)));
         return undefined;
       }
-      blocks.push({ start: i * 16, end: Math.min((i + 1) * 16, tokens.length), data: new Float32Array(rec.data) });
+      const start = i * 16;
+      const end = Math.min((i + 1) * 16, tokens.length);
+      try {
+        blocks.push({ start, end, data: decodeBlock('gpt2', model.stateSpecs, start, end, rec.codec ?? 'fp32', bytes) });
+      } catch {
+        return undefined;
+      }
     }
     try {
       return joinBlocks('gpt2', tokens, model.stateSpecs, blocks);

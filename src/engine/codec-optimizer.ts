@@ -1,0 +1,155 @@
+import type { ModelState, StateModel } from '../models/types.ts';
+import type { StateStore, CodecChooser } from '../store/store.ts';
+import type { CodecConstraints } from '../store/manifest.ts';
+import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from '../models/state-layout.ts';
+import { InvalidInput, ModelMismatch, StateNotFound } from '../core/errors.ts';
+import { compareToReference, referenceRun, type QualityMetrics } from './quality.ts';
+
+/**
+ * TenPak's idea applied to states: try every codec on the state itself, run
+ * the model on each decoded copy, and keep the smallest whose behaviour stays
+ * within the limits. The whole table is returned, so a person can see what
+ * the choice cost and what it saved.
+ */
+export const ALL_CODECS: readonly BlockCodec[] = ['fp32', 'fp16', 'int8', 'kivi4'];
+
+export interface CodecRow {
+  codec: BlockCodec;
+  /** Bytes the store would write for this state with this codec (all blocks). */
+  bytes: number;
+  /** bytes / fp32 bytes. */
+  ratio: number;
+  lossless: boolean;
+  /** Measured against fp32; null when the codec could not encode the state (see `error`). */
+  metrics: QualityMetrics | null;
+  /** Every constraint holds (fp32, being the original bytes, always does). */
+  meets: boolean;
+  /** The constraints this codec broke, in words. */
+  failed: string[];
+  error?: string;
+}
+
+export interface CodecReport {
+  model: string;
+  tokens: number;
+  fp32Bytes: number;
+  constraints: Required<Pick<CodecConstraints, 'requireGreedyMatch' | 'greedyTokens'>> & CodecConstraints;
+  probeTokens: number[];
+  rows: CodecRow[];
+  /** The smallest codec meeting every constraint. */
+  choice: BlockCodec;
+  /**
+   * What fp32 does on the probe, to read the table by: on a flat
+   * distribution (seeded weights at init scale) greedy agreement says little.
+   */
+  reference: { greedy: number[]; distinctGreedy: number; maxAbsLogit: number; meanTopProb: number };
+  stateKey?: string;
+}
+
+/** A state as the store would write it with `codec`, and as it would read it back. */
+export function encodeState(state: ModelState, codec: BlockCodec): { bytes: number; blobs: Uint8Array[]; decoded: ModelState } {
+  const specs = tensorSpecs(state);
+  const blocks = cutBlocks(state);
+  const blobs: Uint8Array[] = [];
+  const back: { start: number; end: number; data: Float32Array }[] = [];
+  let bytes = 0;
+  for (const b of blocks) {
+    const blob = encodeBlock(state.arch, specs, b, codec);
+    blobs.push(blob);
+    bytes += blob.byteLength;
+    back.push({ start: b.start, end: b.end, data: codec === 'fp32' ? b.data : decodeBlock(state.arch, specs, b.start, b.end, codec, blob) });
+  }
+  return { bytes, blobs, decoded: joinBlocks(state.arch, state.tokens, specs, back) };
+}
+
+function checkConstraints(c: CodecConstraints): CodecReport['constraints'] {
+  for (const k of ['maxLogitError', 'maxKL'] as const) {
+    const v = c[k];
+    if (v !== undefined && !(typeof v === 'number' && v >= 0)) throw new InvalidInput(`chooseCodec: ${k} is a number ≥ 0, got ${String(v)}`);
+  }
+  if (c.probeTokens !== undefined && !Array.isArray(c.probeTokens)) throw new InvalidInput('chooseCodec: probeTokens is an array of token ids');
+  return { ...c, requireGreedyMatch: c.requireGreedyMatch ?? true, greedyTokens: c.greedyTokens ?? 32 };
+}
+
+/** Evaluates every codec on an fp32 state and picks the smallest meeting `constraints`. */
+export async function evaluateCodecs(model: StateModel, state: ModelState, constraints: CodecConstraints = {}, codecs: readonly BlockCodec[] = ALL_CODECS): Promise<CodecReport> {
+  const c = checkConstraints(constraints);
+  if (state.arch !== model.arch) throw new ModelMismatch(`A ${state.arch} state cannot be measured on ${model.id} (${model.arch}).`);
+  for (const t of c.probeTokens ?? []) {
+    if (!Number.isInteger(t) || t < 0 || t >= model.vocabSize) throw new InvalidInput(`chooseCodec: probe token ${t} is not in ${model.id}'s vocabulary`);
+  }
+  const ref = await referenceRun(model, state, { probeTokens: c.probeTokens, greedyTokens: c.greedyTokens });
+  let fp32Bytes = 0;
+  for (const t of state.tensors) fp32Bytes += t.data.byteLength;
+  const rows: CodecRow[] = [];
+  for (const codec of codecs) {
+    const lossless = codec === 'fp32';
+    let enc: ReturnType<typeof encodeState>;
+    try {
+      enc = encodeState(state, codec);
+    } catch (e) {
+      // fp16 refuses values beyond ±65504; that codec is then simply not a candidate.
+      rows.push({ codec, bytes: 0, ratio: 0, lossless, metrics: null, meets: false, failed: ['cannot encode this state'], error: e instanceof Error ? e.message : String(e) });
+      continue;
+    }
+    const metrics = await compareToReference(model, enc.decoded, ref);
+    const failed: string[] = [];
+    if (!lossless) {
+      if (c.maxLogitError !== undefined && !(metrics.maxLogitError <= c.maxLogitError)) failed.push(`max logit error ${fmt(metrics.maxLogitError)} > ${c.maxLogitError}`);
+      if (c.maxKL !== undefined && !(metrics.klMax <= c.maxKL)) failed.push(`KL ${fmt(metrics.klMax)} > ${c.maxKL}`);
+      if (c.requireGreedyMatch && !metrics.greedyMatch) failed.push(`greedy differs (${metrics.greedyAgree}/${metrics.positions} positions agree)`);
+    }
+    rows.push({ codec, bytes: enc.bytes, ratio: enc.bytes / fp32Bytes, lossless, metrics, meets: failed.length === 0, failed });
+  }
+  let best: CodecRow | undefined;
+  for (const r of rows) if (r.meets && (!best || r.bytes < best.bytes)) best = r;
+  return { model: model.id, tokens: state.tokens.length, fp32Bytes, constraints: c, probeTokens: ref.probeTokens, rows, choice: best?.codec ?? 'fp32', reference: describeReference(ref.logits, ref.greedy) };
+}
+
+function describeReference(logits: Float32Array[], greedy: number[]): CodecReport['reference'] {
+  let maxAbs = 0;
+  let top = 0;
+  for (const l of logits) {
+    let m = -Infinity;
+    for (let i = 0; i < l.length; i++) {
+      maxAbs = Math.max(maxAbs, Math.abs(l[i]!));
+      if (l[i]! > m) m = l[i]!;
+    }
+    let s = 0;
+    for (let i = 0; i < l.length; i++) s += Math.exp(l[i]! - m);
+    top += 1 / s;
+  }
+  return { greedy, distinctGreedy: new Set(greedy).size, maxAbsLogit: maxAbs, meanTopProb: logits.length ? top / logits.length : 0 };
+}
+
+function fmt(x: number): string {
+  return x === 0 ? '0' : x < 1e-3 ? x.toExponential(2) : x.toPrecision(3);
+}
+
+/**
+ * chooseCodec(stateKey, constraints) on a stored state. The reference is the
+ * fp32 state: the stored one when it is fp32, else recomputed from its
+ * tokens (a lossy state is not its own reference).
+ */
+export async function chooseCodec(deps: { store: StateStore; getModel: (id?: string) => Promise<StateModel> }, stateKey: string, constraints: CodecConstraints = {}): Promise<CodecReport> {
+  const m = await deps.store.getManifest(stateKey);
+  if (!m) throw new StateNotFound(`No stored state has the key ${stateKey}.`, { key: stateKey });
+  const model = await deps.getModel(m.modelId);
+  if (m.modelFp !== model.fingerprint) throw new ModelMismatch(`State ${stateKey} belongs to another build of ${m.modelId}.`);
+  const state = m.codec === 'fp32' ? (await deps.store.getState(stateKey)).state : (await model.prefill(m.tokens)).state;
+  return { ...(await evaluateCodecs(model, state, constraints)), stateKey };
+}
+
+/** The store's 'auto' policy: measure every codec on each new state, store the choice. */
+export function codecChooser(getModel: (id?: string) => Promise<StateModel>): CodecChooser {
+  return async (state, input, policy) => {
+    const model = await getModel(input.modelId);
+    const c = policy.constraints ?? {};
+    // The default probe needs room for its tokens after the state; a state at
+    // the model's limit cannot be probed, and is kept lossless.
+    const room = model.maxTokens - state.tokens.length;
+    const need = (c.probeTokens?.length || 1) + (c.greedyTokens ?? 32) - 1;
+    if (room < need) return 'fp32';
+    return (await evaluateCodecs(model, state, c)).choice;
+  };
+}
