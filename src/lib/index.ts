@@ -8,15 +8,22 @@
  */
 import * as Comlink from 'comlink';
 import type { WorkerApi, InitOptions, Health, ModelInfo } from '../worker/api.ts';
-import type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo } from '../engine/engine.ts';
+import type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo, MergeRequest, MergeResult, CompactRequest, CompactResult, CompactKeep } from '../engine/engine.ts';
 import type { Progress } from '../models/types.ts';
 import type { DeviceChoice } from '../worker/device.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
+import type { ExportOptions, ImportResult } from '../engine/cartridges.ts';
 import { Aborted, reviveError } from '../core/errors.ts';
+import { WorkerSupervisor } from './supervisor.ts';
+import type { CodecReport, CodecRow } from '../engine/codec-optimizer.ts';
+import type { CodecConstraints, CodecPolicy } from '../store/manifest.ts';
+export type { CodecReport, CodecRow, CodecConstraints, CodecPolicy };
 
 export * from '../core/errors.ts';
 export { verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
+export type { MergeRequest, MergeResult, CompactRequest, CompactResult, CompactKeep } from '../engine/engine.ts';
 export type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo, Health, ModelInfo, Progress, DeviceChoice };
+export type { ExportOptions, ImportResult };
 export { MODELS } from '../models/registry.ts';
 
 export interface StatecartOptions {
@@ -32,6 +39,11 @@ export interface StatecartOptions {
   hotBytes?: number;
   /** A worker you started yourself (it must run src/worker/worker.ts). */
   worker?: Worker;
+  /** Heartbeat period and hang limit of the worker supervisor (ms). */
+  heartbeatMs?: number;
+  hangMs?: number;
+  /** Told when a crashed or hung worker was replaced. */
+  onRestart?: (reason: string, restarts: number) => void;
 }
 
 export interface CallOptions {
@@ -43,6 +55,10 @@ export interface StatecartClient {
   loadModel(model: string, opts?: { device?: DeviceChoice; onProgress?: (p: { file: string; loaded: number; total: number }) => void }): Promise<ModelInfo>;
   createState(req: CreateStateRequest, opts?: CallOptions): Promise<CreateStateResult>;
   infer(req: InferRequest, opts?: CallOptions): Promise<InferResult>;
+  /** Folds a chain of states (oldest first) into one standalone state and releases the others. */
+  merge(req: MergeRequest, opts?: { signal?: AbortSignal }): Promise<MergeResult>;
+  /** A fresh, shorter state from the kept part of a long one (system prompt + recent window). */
+  compact(req: CompactRequest, opts?: CallOptions): Promise<CompactResult>;
   getState(key: string): Promise<StateInfo>;
   listStates(): Promise<StateInfo[]>;
   deleteState(key: string): Promise<{ deleted: boolean; blobsFreed: number; bytesFreed: number }>;
@@ -55,26 +71,26 @@ export interface StatecartClient {
   probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
   clearStore(): Promise<void>;
   dropHot(): Promise<void>;
+  chooseCodec(stateKey: string, constraints?: CodecConstraints): Promise<CodecReport>;
+  setCodecPolicy(policy: CodecPolicy): Promise<void>;
+  /** A stored state as a `.safetensors` cartridge; `{ delta: ancestorKey }` stores only what follows that ancestor. */
+  exportCartridge(key: string, opts?: ExportOptions): Promise<Blob>;
+  /** Checks a cartridge completely against the loaded model, then stores it (a URL is resolved against the page and downloaded). */
+  importCartridge(data: Uint8Array | ArrayBuffer | Blob | string | URL): Promise<ImportResult>;
   /** Stops the worker; the store stays in IndexedDB. */
   terminate(): void;
+  /** The current worker (a new one after a crash). */
   readonly worker: Worker;
+  /** How many times the worker was replaced after a crash or hang. */
+  readonly restarts: number;
+  /** Fault injection, for tests of recovery. */
+  debugFault(kind: 'throw' | 'close' | 'hang' | 'device-lost'): Promise<void>;
 }
 
 let seq = 0;
 
-async function call<T>(p: () => Promise<T>): Promise<T> {
-  try {
-    return await p();
-  } catch (e) {
-    const err = e as { name?: string; message?: string };
-    throw reviveError({ name: err?.name ?? 'Error', message: err?.message ?? String(e) });
-  }
-}
-
 export async function createStatecart(o: StatecartOptions = {}): Promise<StatecartClient> {
   const here = typeof document !== 'undefined' ? document.baseURI : self.location.href;
-  const worker = o.worker ?? new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'statecart' });
-  const remote = Comlink.wrap<WorkerApi>(worker);
   const init: InitOptions = {
     modelsBase: new URL(o.modelsBase ?? 'models/', here).href,
     ortBase: new URL(o.ortBase ?? 'ort/', here).href,
@@ -83,7 +99,23 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...(o.dbName ? { dbName: o.dbName } : {}),
     ...(o.hotBytes ? { hotBytes: o.hotBytes } : {}),
   };
-  await call(() => remote.init(init));
+  // The model last asked for, so that a replacement worker loads it again.
+  let lastModel: { model: string; device?: DeviceChoice } | null = null;
+  const sup: WorkerSupervisor = new WorkerSupervisor(
+    (): Worker => (o.worker && sup.restarts === 0 ? o.worker : new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'statecart' })),
+    async (r, s) => {
+      await r.init(s.deviceLost ? { ...init, device: 'wasm' } : init);
+      if (lastModel) await r.loadModel(s.deviceLost ? { ...lastModel, device: 'wasm' } : lastModel);
+    },
+    { heartbeatMs: o.heartbeatMs, hangMs: o.hangMs, onRestart: o.onRestart },
+  );
+  await sup.start().catch((e: unknown) => {
+    const err = e as { name?: string; message?: string };
+    throw reviveError({ name: err?.name ?? 'Error', message: err?.message ?? String(e) });
+  });
+  // Every call goes to the current worker; a crash rejects it with WorkerCrashed.
+  const remote = new Proxy({} as Comlink.Remote<WorkerApi>, { get: (_t, prop) => (sup.remote as unknown as Record<string | symbol, unknown>)[prop] });
+  const call = <T,>(p: () => Promise<T>): Promise<T> => sup.run(() => p());
 
   // A cancelled call stops the worker's work and rejects at once; the worker
   // writes nothing for it (its store write is the last step, and checks the signal).
@@ -101,10 +133,22 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   }
 
   const client: StatecartClient = {
-    worker,
-    loadModel: (model, lo) => call(() => remote.loadModel({ model, device: lo?.device }, lo?.onProgress ? Comlink.proxy(lo.onProgress) : undefined)),
+    get worker() {
+      return sup.worker;
+    },
+    get restarts() {
+      return sup.restarts;
+    },
+    debugFault: (kind) => call(() => remote.debugFault(kind)),
+    loadModel: async (model, lo) => {
+      const info = await call(() => remote.loadModel({ model, device: lo?.device }, lo?.onProgress ? Comlink.proxy(lo.onProgress) : undefined));
+      lastModel = { model, ...(lo?.device ? { device: lo.device } : {}) };
+      return info;
+    },
     createState: (req, opts) => cancellable((id, pr) => remote.createState(req, id, pr), opts),
     infer: (req, opts) => cancellable((id, pr) => remote.infer(req, id, pr), opts),
+    merge: (req, opts) => cancellable((id) => remote.merge(req, id), opts),
+    compact: (req, opts) => cancellable((id, pr) => remote.compact(req, id, pr), opts),
     getState: (key) => call(() => remote.getState(key)),
     listStates: () => call(() => remote.listStates()),
     deleteState: (key) => call(() => remote.deleteState(key)),
@@ -117,7 +161,11 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     probe: (req) => call(() => remote.probe(req)),
     clearStore: () => call(() => remote.clearStore()),
     dropHot: () => call(() => remote.dropHot()),
-    terminate: () => worker.terminate(),
+    chooseCodec: (stateKey, constraints) => call(() => remote.chooseCodec(stateKey, constraints)),
+    setCodecPolicy: (policy) => call(() => remote.setCodecPolicy(policy)),
+    exportCartridge: (key, eo) => call(() => remote.exportCartridge(key, eo)),
+    importCartridge: (data) => call(() => remote.importCartridge(typeof data === 'string' || data instanceof URL ? new URL(data, here).href : data)),
+    terminate: () => sup.close(),
   };
   if (o.model) await client.loadModel(o.model, { device: o.device });
   return client;

@@ -1,7 +1,13 @@
-import type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo } from '../engine/engine.ts';
+import type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo, MergeRequest, MergeResult, CompactRequest, CompactResult } from '../engine/engine.ts';
 import type { Progress } from '../models/types.ts';
 import type { DeviceChoice } from './device.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
+import type { CodecReport } from '../engine/codec-optimizer.ts';
+import type { CodecConstraints, CodecPolicy } from '../store/manifest.ts';
+import type { ExportOptions, ImportResult } from '../engine/cartridges.ts';
+
+/** Message a worker posts, outside comlink, when its WebGPU device is lost. */
+export const DEVICE_LOST = 'statecart:device-lost';
 
 export interface InitOptions {
   /** Absolute URL of the folder holding local models (`<id>/config.json` …). */
@@ -45,10 +51,16 @@ export type ProgressFn = (p: Progress) => void;
 
 /** What the worker offers; the library's client has the same methods, plus AbortSignal support. */
 export interface WorkerApi {
+  /** Heartbeat: the client's supervisor replaces a worker that stops answering. */
+  ping(): Promise<number>;
+  /** Fault injection for tests: 'throw' (uncaught error), 'close' (the worker exits), 'hang' (busy forever), 'device-lost'. */
+  debugFault(kind: 'throw' | 'close' | 'hang' | 'device-lost'): Promise<void>;
   init(opts: InitOptions): Promise<void>;
   loadModel(req: { model: string; device?: DeviceChoice }, onProgress?: (p: { file: string; loaded: number; total: number }) => void): Promise<ModelInfo>;
   createState(req: CreateStateRequest, callId?: string, onProgress?: ProgressFn): Promise<CreateStateResult>;
   infer(req: InferRequest, callId?: string, onProgress?: ProgressFn): Promise<InferResult>;
+  merge(req: MergeRequest, callId?: string): Promise<MergeResult>;
+  compact(req: CompactRequest, callId?: string, onProgress?: ProgressFn): Promise<CompactResult>;
   cancel(callId: string): Promise<void>;
   getState(key: string): Promise<StateInfo>;
   listStates(): Promise<StateInfo[]>;
@@ -65,4 +77,12 @@ export interface WorkerApi {
   clearStore(): Promise<void>;
   /** Drops the hot tier, so the next read must come from IndexedDB (tests, benchmarks). */
   dropHot(): Promise<void>;
+  /** Measures every codec on a stored state (by running the model) and names the smallest meeting the constraints. */
+  chooseCodec(stateKey: string, constraints?: CodecConstraints): Promise<CodecReport>;
+  /** How states stored from now on are encoded ('auto': chooseCodec's choice for each new state). */
+  setCodecPolicy(policy: CodecPolicy): Promise<void>;
+  /** A stored state as a cartridge (.safetensors); `delta` makes a delta cartridge against that ancestor. A Blob crosses by reference, not by copy. */
+  exportCartridge(key: string, opts?: ExportOptions): Promise<Blob>;
+  /** Validates a cartridge against the loaded model, then stores its state; nothing is written if any check fails. A string is a URL to download. */
+  importCartridge(data: Uint8Array | ArrayBuffer | Blob | string): Promise<ImportResult>;
 }

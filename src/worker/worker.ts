@@ -2,12 +2,14 @@
 import * as Comlink from 'comlink';
 import { env } from '@huggingface/transformers';
 import { Engine } from '../engine/engine.ts';
+import { exportCartridge, importCartridge } from '../engine/cartridges.ts';
 import { StateStore } from '../store/store.ts';
+import { chooseCodec, codecChooser } from '../engine/codec-optimizer.ts';
 import { loadGpt2 } from '../models/gpt2.ts';
 import { findModel } from '../models/registry.ts';
 import { pickDevice, type DeviceChoice } from './device.ts';
 import type { StateModel } from '../models/types.ts';
-import type { Health, InitOptions, ModelInfo, WorkerApi } from './api.ts';
+import { DEVICE_LOST, type Health, type InitOptions, type ModelInfo, type WorkerApi } from './api.ts';
 import { ModelNotLoaded, serializeError } from '../core/errors.ts';
 import type { SignedReceipt, Receipt } from '../core/receipts.ts';
 
@@ -85,7 +87,32 @@ function withCall(callId: string | undefined): AbortController {
   return ac;
 }
 
+/** Tells the client's supervisor, which restarts the worker on WASM. */
+function reportDeviceLost(message: string): void {
+  self.postMessage({ type: DEVICE_LOST, message });
+  self.close();
+}
+
+async function watchWebGpuDevice(): Promise<void> {
+  type DeviceLike = { lost?: Promise<{ message: string; reason: string }> };
+  const dev = (await (env.backends.onnx as { webgpu?: { device?: Promise<DeviceLike> | DeviceLike } }).webgpu?.device) as DeviceLike | undefined;
+  dev?.lost?.then((info) => reportDeviceLost(info.message || info.reason || 'unknown'));
+}
+
 const api: WorkerApi = {
+  ping: async () => Date.now(),
+  debugFault: async (kind) => {
+    if (kind === 'throw') setTimeout(() => {
+      throw new Error('injected fault');
+    });
+    else if (kind === 'close') self.close();
+    else if (kind === 'device-lost') reportDeviceLost('injected fault');
+    else if (kind === 'hang') setTimeout(() => {
+      for (;;) {
+        /* busy forever */
+      }
+    });
+  },
   init: wrap(async (o: InitOptions) => {
     opts = o;
     const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown; numThreads?: number } };
@@ -105,6 +132,7 @@ const api: WorkerApi = {
       const r = await p;
       if (current) await current.model.dispose().catch(() => undefined);
       current = r;
+      if (r.model.device === 'webgpu') void watchWebGpuDevice();
       return r.info;
     } finally {
       if (loading === p) loading = null;
@@ -122,6 +150,22 @@ const api: WorkerApi = {
     const ac = withCall(callId);
     try {
       return await need(engine, 'infer').infer(req, { signal: ac.signal, onProgress });
+    } finally {
+      if (callId) calls.delete(callId);
+    }
+  }),
+  merge: wrap(async (req, callId) => {
+    const ac = withCall(callId);
+    try {
+      return await need(engine, 'merge').merge(req, { signal: ac.signal });
+    } finally {
+      if (callId) calls.delete(callId);
+    }
+  }),
+  compact: wrap(async (req, callId, onProgress) => {
+    const ac = withCall(callId);
+    try {
+      return await need(engine, 'compact').compact(req, { signal: ac.signal, onProgress });
     } finally {
       if (callId) calls.delete(callId);
     }
@@ -179,6 +223,10 @@ const api: WorkerApi = {
   }),
   clearStore: wrap(async () => need(store, 'clearStore').clear()),
   dropHot: wrap(async () => need(store, 'dropHot').hot.clear()),
+  chooseCodec: wrap(async (stateKey, constraints) => chooseCodec({ store: need(store, 'chooseCodec'), getModel }, stateKey, constraints ?? {})),
+  setCodecPolicy: wrap(async (policy) => need(store, 'setCodecPolicy').setCodecPolicy(policy, codecChooser(getModel))),
+  exportCartridge: wrap(async (key, o) => (await exportCartridge({ store: need(store, 'exportCartridge'), getModel }, key, o)).blob),
+  importCartridge: wrap(async (data) => importCartridge({ store: need(store, 'importCartridge'), getModel }, data)),
 };
 
 Comlink.expose(api);
