@@ -17,6 +17,8 @@ export default defineConfig({
   optimizeDeps: {
     // onnxruntime-web finds its .wasm through paths we set; pre-bundling would move it.
     exclude: ['onnxruntime-web', '@huggingface/transformers'],
+    // CommonJS (protobufjs): pre-bundled up front, or the first Hub conversion would reload the page.
+    include: ['onnx-proto'],
   },
   build: {
     target: 'es2022',

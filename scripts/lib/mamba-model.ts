@@ -22,7 +22,9 @@ import { basename, join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { writeGpt2Tokenizer } from './tokenizer-json.ts';
 import { hash32, mulberry32 } from './weights.ts';
-import { buildMambaGraph, packMambaWeights, WEIGHTS_FILE, SUBCHUNK, type MambaGraphKind } from './mamba-onnx.ts';
+import { buildMambaGraph, packMambaWeights, mambaWeightsFromTensors, WEIGHTS_FILE, SUBCHUNK, type MambaGraphKind } from './mamba-onnx.ts';
+// The checkpoint reader is browser-safe, so it lives beside the graph builder (the worker converts Hub checkpoints with it).
+export { mambaWeightsFromTensors };
 import type { MambaDims, MambaLayerWeights, MambaWeights } from '../../src/models/mamba-reference.ts';
 import { RMS_EPS } from '../../src/models/mamba-reference.ts';
 
@@ -130,77 +132,6 @@ export function seededMambaWeights(d: MambaDims, seed = 1, scale = 1): MambaWeig
 }
 
 // ---------------------------------------------------------------- safetensors weights
-
-function toF32(dtype: string, data: ArrayLike<number>): Float32Array {
-  if (dtype === 'F32') return Float32Array.from(data);
-  const out = new Float32Array(data.length);
-  const u32 = new Uint32Array(out.buffer);
-  if (dtype === 'BF16') {
-    for (let i = 0; i < data.length; i++) u32[i] = data[i]! << 16;
-    return out;
-  }
-  if (dtype === 'F16') {
-    for (let i = 0; i < data.length; i++) {
-      const h = data[i]!;
-      const s = h & 0x8000 ? -1 : 1;
-      const e = (h >> 10) & 0x1f;
-      const m = h & 0x3ff;
-      out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-    }
-    return out;
-  }
-  throw new Error(`unsupported dtype ${dtype} in Mamba checkpoint`);
-}
-
-/** Reads a `state-spaces/mamba-130m-hf`-layout checkpoint; dims come from the shapes. */
-export function mambaWeightsFromTensors(tensors: Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>): MambaWeights {
-  const get = (name: string, shape?: number[]): Float32Array => {
-    const t = tensors.get(name);
-    if (!t) throw new Error(`missing tensor ${name} in Mamba checkpoint`);
-    if (shape && (t.shape.length !== shape.length || t.shape.some((v, i) => v !== shape[i]))) {
-      throw new Error(`${name}: shape [${t.shape}], expected [${shape}]`);
-    }
-    return toF32(t.dtype, t.data);
-  };
-  const emb = tensors.get('backbone.embeddings.weight');
-  if (!emb) throw new Error('missing backbone.embeddings.weight: not a MambaForCausalLM checkpoint');
-  const [V, D] = emb.shape as [number, number];
-  let n_layer = 0;
-  while (tensors.has(`backbone.layers.${n_layer}.mixer.in_proj.weight`)) n_layer++;
-  const m0 = 'backbone.layers.0.mixer.';
-  const E = tensors.get(m0 + 'in_proj.weight')!.shape[0]! / 2;
-  const K = tensors.get(m0 + 'conv1d.weight')!.shape[2]!;
-  const N = tensors.get(m0 + 'A_log')!.shape[1]!;
-  const R = tensors.get(m0 + 'dt_proj.weight')!.shape[1]!;
-  const dims: MambaDims = { n_layer, d_model: D, d_inner: E, d_state: N, d_conv: K, dt_rank: R, vocab_size: V };
-  for (const name of tensors.keys()) {
-    if (/\.(in_proj|out_proj|x_proj)\.bias$/.test(name)) throw new Error(`${name}: biased projections are not supported`);
-  }
-  const embeddings = get('backbone.embeddings.weight', [V, D]);
-  const head = tensors.get('lm_head.weight');
-  if (head) {
-    const h = toF32(head.dtype, head.data);
-    if (h.length !== embeddings.length || h.some((v, i) => v !== embeddings[i])) throw new Error('lm_head.weight differs from the embeddings: untied heads are not supported');
-  }
-  const layers: MambaLayerWeights[] = [];
-  for (let l = 0; l < n_layer; l++) {
-    const p = `backbone.layers.${l}.`;
-    const m = p + 'mixer.';
-    layers.push({
-      norm: get(p + 'norm.weight', [D]),
-      in_proj: get(m + 'in_proj.weight', [2 * E, D]),
-      conv_w: get(m + 'conv1d.weight', [E, 1, K]),
-      conv_b: get(m + 'conv1d.bias', [E]),
-      x_proj: get(m + 'x_proj.weight', [R + 2 * N, E]),
-      dt_proj_w: get(m + 'dt_proj.weight', [E, R]),
-      dt_proj_b: get(m + 'dt_proj.bias', [E]),
-      A_log: get(m + 'A_log', [E, N]),
-      D: get(m + 'D', [E]),
-      out_proj: get(m + 'out_proj.weight', [D, E]),
-    });
-  }
-  return { dims, embeddings, layers, norm_f: get('backbone.norm_f.weight', [D]) };
-}
 
 export async function mambaWeightsFromSafetensors(path: string): Promise<{ weights: MambaWeights; info: Record<string, unknown> }> {
   const { readSafetensors } = await import('../../src/formats/safetensors.ts');

@@ -23,7 +23,9 @@
  * Less + Where, not Trilu; softplus is Relu(x) + Log(1 + Exp(−|x|)).
  */
 import { GraphBuilder, DT, onnx, type Dim } from './onnx-util.ts';
-import type { MambaDims, MambaWeights } from '../../src/models/mamba-reference.ts';
+import type { MambaDims, MambaLayerWeights, MambaWeights } from '../../src/models/mamba-reference.ts';
+import { readSafetensors } from '../../src/formats/safetensors.ts';
+import { sha256Hex } from '../../src/core/sha256.ts';
 import { DT_A_CLAMP, RMS_EPS } from '../../src/models/mamba-reference.ts';
 
 export const OPSET = 17;
@@ -155,10 +157,15 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
   // [n, n, 1, 1]: 0 where row j may see column i (i ≤ j, or i < j), −1e30 elsewhere. Added to
   // the exponent before Exp (cheaper than a broadcast Where on [n, n, E, N]); the unmasked
   // exponents are at most 20·T, so the sum stays −1e30 and Exp gives exactly 0, never inf·0.
-  const causalBias = (n: string, inclusive: boolean): string => {
-    const r = g.op1('Range', [g.int(0), n, g.int(1)]);
+  // Built once and shared by every layer: ORT places the index part (Shape → Gather → Range →
+  // Less) on the CPU on purpose, so one mask means one small host-to-GPU copy per run, not one per layer.
+  let bias: string | null = null;
+  const causalBias = (n: () => string, inclusive: boolean): string => {
+    if (bias) return bias;
+    const r = g.op1('Range', [g.int(0), n(), g.int(1)]);
     const see = g.op1(inclusive ? 'LessOrEqual' : 'Less', [g.reshape(r, [1, -1, 1, 1]), g.reshape(r, [-1, 1, 1, 1])]);
-    return g.op1('Where', [see, g.float(0), g.float(MASKED)]);
+    bias = g.op1('Where', [see, g.float(0), g.float(MASKED)]);
+    return bias;
   };
 
   // [1, T] → [T, d_model]
@@ -195,7 +202,7 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
     } else if (kind === 'tail') {
       const L = cumsum(a, 0); // [T, E, N]
       const diff = g.op1('Sub', [g.unsqueeze(L, [1]), g.unsqueeze(L, [0])]); // [t, s, E, N] = L_t − L_s
-      const w = exp(g.add(diff, causalBias(g.dimScalar(a, 0), true))); // s ≤ t
+      const w = exp(g.add(diff, causalBias(() => g.dimScalar(a, 0), true))); // s ≤ t
       const within = g.op1('ReduceSum', [g.mul(w, g.unsqueeze(u, [0])), g.ints([1])], { keepdims: 0 });
       hs = g.add(within, g.mul(exp(L), h0));
     } else {
@@ -223,7 +230,7 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
       const Gin = cumsum(Dsub, 0); // decay through the end of sub-chunk j
       const Gex = g.op1('Sub', [Gin, Dsub]); // decay before sub-chunk j
       const diff = g.op1('Sub', [g.unsqueeze(Gex, [1]), g.unsqueeze(Gin, [0])]); // [j, i, E, N]
-      const w = exp(g.add(diff, causalBias(g.dimScalar(Dsub, 0), false))); // i < j
+      const w = exp(g.add(diff, causalBias(() => g.dimScalar(Dsub, 0), false))); // i < j
       const cross = g.op1('ReduceSum', [g.mul(w, g.unsqueeze(S, [0])), g.ints([1])], { keepdims: 0 });
       const H = g.add(cross, g.mul(exp(Gex), h0)); // [M, E, N] state entering sub-chunk j
       hs = g.reshape(g.add(g.mul(exp(L), g.unsqueeze(H, [1])), intra), [-1, E, N]);
@@ -276,4 +283,118 @@ function encodeWithExternal(g: GraphBuilder, packed: PackedWeights, used: Set<st
   model.graph!.initializer = initializer;
   const bytes = onnx.ModelProto.encode(model).finish();
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+// ---------------------------------------------------------------- Hub checkpoints
+
+function toF32(dtype: string, data: ArrayLike<number>): Float32Array {
+  if (dtype === 'F32') return Float32Array.from(data);
+  const out = new Float32Array(data.length);
+  const u32 = new Uint32Array(out.buffer);
+  if (dtype === 'BF16') {
+    for (let i = 0; i < data.length; i++) u32[i] = data[i]! << 16;
+    return out;
+  }
+  if (dtype === 'F16') {
+    for (let i = 0; i < data.length; i++) {
+      const h = data[i]!;
+      const s = h & 0x8000 ? -1 : 1;
+      const e = (h >> 10) & 0x1f;
+      const m = h & 0x3ff;
+      out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+    }
+    return out;
+  }
+  throw new Error(`unsupported dtype ${dtype} in Mamba checkpoint`);
+}
+
+/** Reads a `state-spaces/mamba-130m-hf`-layout checkpoint; dims come from the shapes. */
+export function mambaWeightsFromTensors(tensors: Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>): MambaWeights {
+  const get = (name: string, shape?: number[]): Float32Array => {
+    const t = tensors.get(name);
+    if (!t) throw new Error(`missing tensor ${name} in Mamba checkpoint`);
+    if (shape && (t.shape.length !== shape.length || t.shape.some((v, i) => v !== shape[i]))) {
+      throw new Error(`${name}: shape [${t.shape}], expected [${shape}]`);
+    }
+    return toF32(t.dtype, t.data);
+  };
+  const emb = tensors.get('backbone.embeddings.weight');
+  if (!emb) throw new Error('missing backbone.embeddings.weight: not a MambaForCausalLM checkpoint');
+  const [V, D] = emb.shape as [number, number];
+  let n_layer = 0;
+  while (tensors.has(`backbone.layers.${n_layer}.mixer.in_proj.weight`)) n_layer++;
+  const m0 = 'backbone.layers.0.mixer.';
+  const E = tensors.get(m0 + 'in_proj.weight')!.shape[0]! / 2;
+  const K = tensors.get(m0 + 'conv1d.weight')!.shape[2]!;
+  const N = tensors.get(m0 + 'A_log')!.shape[1]!;
+  const R = tensors.get(m0 + 'dt_proj.weight')!.shape[1]!;
+  const dims: MambaDims = { n_layer, d_model: D, d_inner: E, d_state: N, d_conv: K, dt_rank: R, vocab_size: V };
+  for (const name of tensors.keys()) {
+    if (/\.(in_proj|out_proj|x_proj)\.bias$/.test(name)) throw new Error(`${name}: biased projections are not supported`);
+  }
+  const embeddings = get('backbone.embeddings.weight', [V, D]);
+  const head = tensors.get('lm_head.weight');
+  if (head) {
+    const h = toF32(head.dtype, head.data);
+    if (h.length !== embeddings.length || h.some((v, i) => v !== embeddings[i])) throw new Error('lm_head.weight differs from the embeddings: untied heads are not supported');
+  }
+  const layers: MambaLayerWeights[] = [];
+  for (let l = 0; l < n_layer; l++) {
+    const p = `backbone.layers.${l}.`;
+    const m = p + 'mixer.';
+    layers.push({
+      norm: get(p + 'norm.weight', [D]),
+      in_proj: get(m + 'in_proj.weight', [2 * E, D]),
+      conv_w: get(m + 'conv1d.weight', [E, 1, K]),
+      conv_b: get(m + 'conv1d.bias', [E]),
+      x_proj: get(m + 'x_proj.weight', [R + 2 * N, E]),
+      dt_proj_w: get(m + 'dt_proj.weight', [E, R]),
+      dt_proj_b: get(m + 'dt_proj.bias', [E]),
+      A_log: get(m + 'A_log', [E, N]),
+      D: get(m + 'D', [E]),
+      out_proj: get(m + 'out_proj.weight', [D, E]),
+    });
+  }
+  return { dims, embeddings, layers, norm_f: get('backbone.norm_f.weight', [D]) };
+}
+
+
+export interface MambaHubConversion {
+  /** statecart.json's content, as scripts/lib/mamba-model.ts writes it for the same weights. */
+  statecart: { id: string; arch: 'mamba'; config: MambaDims & { chunk: number; subchunk: number }; dtype: 'fp32'; weights_sha256: string; weight_source: Record<string, unknown>; files: { prefill: string; tail: string; step: string; weights: string } };
+  /** The files createMambaModel reads, by path under the model folder (statecart.json, onnx/*). */
+  files: Map<string, Uint8Array>;
+}
+
+/**
+ * Turns a Hub checkpoint (`model.safetensors` in the layout of
+ * state-spaces/mamba-130m-hf) into our graphs and packed weights, in memory:
+ * no Node APIs, so a worker can run it. The same weights give the same
+ * weights_sha256, hence the same model fingerprint and state keys, as the
+ * files that scripts/make-models.ts writes.
+ */
+export async function convertMambaCheckpoint(safetensors: Uint8Array, o: { id: string; chunk?: number; subchunk?: number; revision?: string }): Promise<MambaHubConversion> {
+  const chunk = o.chunk ?? 64;
+  const subchunk = o.subchunk ?? SUBCHUNK;
+  if (chunk <= 0 || chunk % subchunk !== 0) throw new Error(`chunk must be a positive multiple of ${subchunk}`);
+  const fileSha = await sha256Hex(safetensors);
+  const st = readSafetensors(safetensors);
+  const weights = mambaWeightsFromTensors(st.tensors as unknown as Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>);
+  const packed = packMambaWeights(weights);
+  const files = new Map<string, Uint8Array>();
+  files.set('onnx/prefill.onnx', buildMambaGraph('prefill', weights.dims, packed, subchunk));
+  files.set('onnx/tail.onnx', buildMambaGraph('tail', weights.dims, packed));
+  files.set('onnx/step.onnx', buildMambaGraph('step', weights.dims, packed));
+  files.set(`onnx/${WEIGHTS_FILE}`, packed.bytes);
+  const statecart: MambaHubConversion['statecart'] = {
+    id: o.id,
+    arch: 'mamba',
+    config: { ...weights.dims, chunk, subchunk },
+    dtype: 'fp32',
+    weights_sha256: await sha256Hex(packed.bytes),
+    weight_source: { kind: 'safetensors', file: 'model.safetensors', sha256: fileSha, converted: 'in the browser', ...(o.revision ? { revision: o.revision } : {}) },
+    files: { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: `onnx/${WEIGHTS_FILE}` },
+  };
+  files.set('statecart.json', new TextEncoder().encode(JSON.stringify(statecart, null, 2) + '\n'));
+  return { statecart, files };
 }

@@ -104,6 +104,7 @@ export class MambaModel implements StateModel {
   /** layers.N.conv [d_inner, d_conv-1], layers.N.ssm [d_inner, d_state]. */
   readonly stateSpecs: { name: string; dims: number[] }[];
   private readonly subchunk: number;
+  private lastYield = 0;
 
   constructor(
     readonly id: string,
@@ -155,6 +156,13 @@ export class MambaModel implements StateModel {
     let logits: Float32Array | null = null;
     opts.onProgress?.({ done, total: tokens.length });
     for (const [kind, n] of plan) {
+      // A run's promise settles in a microtask, so without this a long prefill (or
+      // a caller's loop of one-token steps) never lets the worker read a message:
+      // no cancel(), no heartbeat answer. Every 50 ms at most, so steps stay cheap.
+      if (performance.now() - this.lastYield > 50) {
+        await yieldToEventLoop();
+        this.lastYield = performance.now();
+      }
       throwIfAborted(opts.signal);
       const ids = BigInt64Array.from(tokens.slice(done, done + n), (t) => BigInt(t));
       const feeds: Record<string, OrtTensorLike> = { input_ids: new this.ort.Tensor('int64', ids, [1, n]) };
@@ -195,6 +203,8 @@ export class MambaModel implements StateModel {
     });
   }
 }
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0));
 
 function copyF32(t: OrtTensorLike): Float32Array {
   // Outputs may be views into the runtime's memory; a state must own its bytes.

@@ -7,7 +7,11 @@ import { buildMambaModel, writeMambaModel, mambaWeightsToSafetensorsInput, type 
 import { writeSafetensors } from '../../src/formats/safetensors.ts';
 import { cloneMambaState, mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
+import { convertMambaCheckpoint } from '../../scripts/lib/mamba-onnx.ts';
 import type { ModelState } from '../../src/models/types.ts';
+import { decodeChildFromDelta, deltaInnerCodec, encodeChildAsDelta, packDeltaBlob, unpackDeltaBlob } from '../../src/models/mamba-delta.ts';
+import { cutBlocks } from '../../src/models/state-layout.ts';
+import { sha256Hex } from '../../src/core/sha256.ts';
 
 const TOL = 1e-4;
 // Deterministic pseudo-text: ids spread over the whole vocabulary.
@@ -96,6 +100,43 @@ describe('tiny-mamba files', () => {
     expect(m.statecart.weights_sha256).toBe(meta.weights_sha256);
     expect(m.statecart.id).toBe('state-spaces/mamba-130m-hf');
     expect(m.statecart.weight_source).toMatchObject({ kind: 'safetensors', file: 'model.safetensors' });
+  });
+});
+
+describe('a Hub checkpoint converted in memory (what the worker does for state-spaces/mamba-130m-hf)', () => {
+  it('gives the files, fingerprint and logits of the offline build of the same weights', async () => {
+    const st = writeSafetensors(mambaWeightsToSafetensorsInput(weights));
+    const conv = await convertMambaCheckpoint(st, { id: 'tiny-mamba' });
+    expect(conv.statecart.weights_sha256).toBe(meta.weights_sha256);
+    expect(conv.statecart.config).toEqual(meta.config);
+    for (const k of ['prefill', 'tail', 'step'] as const) {
+      expect(Buffer.compare(conv.files.get(`onnx/${k}.onnx`)!, await readFile(join(dir, 'onnx', `${k}.onnx`))), k).toBe(0);
+    }
+    expect(Buffer.compare(conv.files.get('onnx/weights.bin')!, await readFile(join(dir, 'onnx', 'weights.bin')))).toBe(0);
+    const tokenizerJson = await readFile(join(dir, 'tokenizer.json'));
+    const hub = await createMambaModel({
+      ort: ort as unknown as OrtLike,
+      baseUrl: 'hub:',
+      device: 'cpu',
+      fetchBytes: async (url) => {
+        const p = url.slice('hub:/'.length);
+        const f = p === 'tokenizer.json' ? new Uint8Array(tokenizerJson) : conv.files.get(p);
+        if (!f) throw new Error(`no ${p}`);
+        return f;
+      },
+      tokenizer: { encode: () => [], decode: () => '' },
+      sessionOptions: { intraOpNumThreads: 1 },
+    });
+    try {
+      expect(hub.fingerprint).toBe(model.fingerprint);
+      const toks = prompt(21, 13);
+      const want = mambaReferenceForward(weights, toks, zeroMambaState(weights.dims));
+      expect(maxDiff((await hub.prefill(toks)).logits, want)).toBeLessThanOrEqual(TOL);
+    } finally {
+      await hub.dispose();
+    }
+    // A checkpoint that is not Mamba's layout is refused with a reason.
+    await expect(convertMambaCheckpoint(writeSafetensors([{ name: 'h.0.attn.c_attn.weight', dtype: 'F32', shape: [2], data: new Float32Array(2) }]), { id: 'x' })).rejects.toThrow(/embeddings/);
   });
 });
 
@@ -211,5 +252,57 @@ describe('MambaModel (the runner)', () => {
     await expect(
       createMambaModel({ ort: ort as unknown as OrtLike, baseUrl: dir, device: 'cpu', fetchBytes, tokenizer: { encode: () => [], decode: () => '' } }),
     ).rejects.toMatchObject({ name: 'CorruptBlob' });
+  });
+});
+
+describe('a child state stored as a delta of its parent (src/models/mamba-delta.ts)', () => {
+  const bytesOf = (s: ModelState): Uint8Array => {
+    const d = cutBlocks(s)[0]!.data;
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  };
+
+  it('rebuilds the child byte-identical from the parent (fp32 inner: XOR)', async () => {
+    const base = prompt(40, 7);
+    const parent = (await model.prefill(base)).state;
+    // A child a few tokens on (a delta request) and one far on (a long continuation).
+    for (const extra of [prompt(3, 8), prompt(70, 9)]) {
+      const child = (await model.prefill(extra, parent)).state;
+      const deltas = encodeChildAsDelta(child, parent);
+      expect(deltas.length).toBe(child.tensors.length);
+      expect(deltaInnerCodec(deltas)).toBe('fp32');
+      // Through one framed blob, as the store would write it.
+      const blob = packDeltaBlob(deltas);
+      const rebuilt = decodeChildFromDelta(unpackDeltaBlob(blob), parent, child.tokens);
+      expect(rebuilt.tokens).toEqual([...base, ...extra]);
+      expect(rebuilt.tensors.map((t) => [t.name, t.dims])).toEqual(child.tensors.map((t) => [t.name, t.dims]));
+      expect(Buffer.compare(bytesOf(rebuilt), bytesOf(child))).toBe(0);
+      expect(await sha256Hex(bytesOf(rebuilt))).toBe(await sha256Hex(bytesOf(child)));
+      // The deltas are not the child's bytes in disguise: without the parent they decode to something else.
+      const zero = model.emptyState();
+      expect(() => decodeChildFromDelta(deltas, { ...zero, tokens: [] }, child.tokens)).toThrow(expect.objectContaining({ name: 'MissingParent' }));
+    }
+  });
+
+  it('refuses the wrong parent, and a parent that the child does not continue', async () => {
+    const parent = (await model.prefill(prompt(20, 10))).state;
+    const child = (await model.prefill(prompt(5, 11), parent)).state;
+    const deltas = encodeChildAsDelta(child, parent);
+    // Same tokens, one bit of one value different: the codec's parent hash catches it.
+    const bent: ModelState = { ...parent, tensors: parent.tensors.map((t, i) => (i === 3 ? { ...t, data: t.data.slice() } : t)) };
+    new Uint32Array(bent.tensors[3]!.data.buffer)[17]! ^= 1;
+    expect(() => decodeChildFromDelta(deltas, bent, child.tokens)).toThrow(expect.objectContaining({ name: 'MissingParent' }));
+    const other = (await model.prefill(prompt(20, 12))).state;
+    expect(() => encodeChildAsDelta(child, other)).toThrow(expect.objectContaining({ name: 'InvalidInput' }));
+    expect(() => decodeChildFromDelta(deltas, other, child.tokens)).toThrow(expect.objectContaining({ name: 'MissingParent' }));
+    expect(() => decodeChildFromDelta(deltas.slice(1), parent, child.tokens)).toThrow(expect.objectContaining({ name: 'CorruptBlob' }));
+    const blob = packDeltaBlob(deltas);
+    expect(() => unpackDeltaBlob(blob.subarray(0, blob.length - 4))).toThrow(expect.objectContaining({ name: 'CorruptBlob' }));
+    const bad = blob.slice();
+    bad[0] ^= 1;
+    expect(() => unpackDeltaBlob(bad)).toThrow(expect.objectContaining({ name: 'CorruptBlob' }));
+    // A lossy inner codec decodes close to the child, not exactly.
+    const lossy = decodeChildFromDelta(encodeChildAsDelta(child, parent, { inner: 'int8' }), parent, child.tokens);
+    expect(stateDiff(lossy, child)).toBeGreaterThan(0);
+    expect(stateDiff(lossy, child)).toBeLessThan(0.05);
   });
 });
