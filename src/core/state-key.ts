@@ -39,10 +39,11 @@ export async function stateKey(modelFp: string | Uint8Array, tokens: ArrayLike<n
 }
 
 /**
- * The state key of every prefix length 1..n, for longest-prefix lookup.
+ * The state key of every prefix length 1..n (or fromLength..n; shorter slots
+ * are ''), for longest-prefix lookup.
  * Costs one small hash per token (each hashes at most 32 + 64 bytes).
  */
-export async function prefixKeys(modelFp: string | Uint8Array, tokens: ArrayLike<number>): Promise<string[]> {
+export async function prefixKeys(modelFp: string | Uint8Array, tokens: ArrayLike<number>, fromLength = 1): Promise<string[]> {
   const fp = fpBytes(modelFp);
   const keys: string[] = [];
   let prev: Uint8Array = concatBytes([utf8(KEY_DOMAIN), fp]);
@@ -50,8 +51,14 @@ export async function prefixKeys(modelFp: string | Uint8Array, tokens: ArrayLike
     const end = Math.min(start + BLOCK_TOKENS, tokens.length);
     const ids = Array.prototype.slice.call(tokens, start, end) as number[];
     for (let l = 1; l <= ids.length; l++) {
+      // Lengths below `fromLength` are not wanted: only whole blocks are hashed
+      // there (the chain needs them), and their slots are left empty.
+      if (start + l < fromLength && l !== ids.length) {
+        keys.push('');
+        continue;
+      }
       const h = await sha256(concatBytes([prev, tokensToBytes(ids.slice(0, l))]));
-      keys.push(keyOf(h));
+      keys.push(start + l < fromLength ? '' : keyOf(h));
       if (l === ids.length) prev = h;
     }
   }

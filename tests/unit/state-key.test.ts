@@ -68,4 +68,15 @@ describe('state keys: known answers', () => {
     expect(want).toBe('5ad6c06dbeffad25511c4dbe6af4990b25e0a7df520cbef15ebbbb1e674de186');
     expect(await modelFingerprint({ ...id, dtype: 'fp16' })).not.toBe(want);
   });
+
+  it('prefix keys from a given length equal the full list there, and leave shorter slots empty', async () => {
+    const fp = 'ab'.repeat(32);
+    const tokens = Array.from({ length: 53 }, (_, i) => (i * 7919) % 50257);
+    const all = await prefixKeys(fp, tokens);
+    for (const from of [1, 15, 16, 17, 40, 53]) {
+      const some = await prefixKeys(fp, tokens, from);
+      expect(some.length).toBe(all.length);
+      for (let L = 1; L <= tokens.length; L++) expect(some[L - 1], `length ${L} from ${from}`).toBe(L >= from ? all[L - 1] : '');
+    }
+  });
 });
