@@ -118,7 +118,7 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number = pr
   // hi alone already says "too big"; avoid building numbers above 2^53.
   const n = hi === 0 ? lo : Infinity;
   if (n > maxHeader) {
-    throw bad(`the header length field says ${hi === 0 ? n : `${hi}·2^32+${lo}`} bytes, more than the ${maxHeader}-byte limit — the file is not safetensors or its first 8 bytes are damaged`, { headerLength: hi === 0 ? n : null });
+    throw bad(`the header length field says ${dv.getBigUint64(0, true).toString()} bytes, more than the ${maxHeader}-byte limit — the file is not safetensors or its first 8 bytes are damaged`, { headerLength: hi === 0 ? n : null });
   }
   if (8 + n > fileSize) {
     throw bad(`the header length field says ${n} bytes but the file has only ${fileSize - 8} after it — the file is truncated or not safetensors`, { headerLength: n, fileSize });
