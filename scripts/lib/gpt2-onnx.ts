@@ -6,7 +6,8 @@
  *            attention_mask   int64 [batch_size, total_sequence_length]
  *            position_ids     int64 [batch_size, sequence_length]
  *            past_key_values.N.key / .value  float32 [batch_size, n_head, past_sequence_length, head_dim]
- *   outputs  logits           float32 [batch_size, sequence_length, vocab_size]
+ *            num_logits_to_keep int64 []  (0: every position; k: the last k — a prefill needs only the last)
+ *   outputs  logits           float32 [batch_size, logits_length, vocab_size]
  *            present.N.key / .value          float32 [batch_size, n_head, total_sequence_length, head_dim]
  *
  * Query i sits at absolute position past + i and sees keys 0..past+i whose
@@ -40,6 +41,8 @@ export function buildGpt2Graph(w: GPT2Weights): GraphBuilder {
     pastK.push(g.input(`past_key_values.${l}.key`, DT.FLOAT, ['batch_size', H, 'past_sequence_length', D]));
     pastV.push(g.input(`past_key_values.${l}.value`, DT.FLOAT, ['batch_size', H, 'past_sequence_length', D]));
   }
+  // As in Hugging Face exports; transformers.js fills it in (0 = all) when not given.
+  const keep = g.input('num_logits_to_keep', DT.INT64, []);
 
   const wte = W('wte.weight');
   const wpe = W('wpe.weight');
@@ -82,10 +85,14 @@ export function buildGpt2Graph(w: GPT2Weights): GraphBuilder {
   }
 
   const xf = g.layerNorm(x, W('ln_f.weight'), W('ln_f.bias'), c.layer_norm_epsilon);
-  g.op1('MatMul', [xf, g.transpose(wte, [1, 0])], {}, 'logits');
+  // The LM head is the largest matmul of a prefill (vocab × width per position),
+  // and its output the largest read-back: run it on the kept positions only.
+  const k = g.op1('Where', [g.op1('Equal', [keep, g.int(0)]), S, g.op1('Min', [keep, S])]);
+  const xs = g.op1('Slice', [xf, g.unsqueeze(g.op1('Sub', [S, k]), [0]), g.unsqueeze(S, [0]), g.ints([1])]);
+  g.op1('MatMul', [xs, g.transpose(wte, [1, 0])], {}, 'logits');
 
   const vi = (name: string, dims: (number | string)[]) => g.output(name, name, DT.FLOAT, dims);
-  vi('logits', ['batch_size', 'sequence_length', c.vocab_size]);
+  vi('logits', ['batch_size', 'logits_length', c.vocab_size]);
   for (let l = 0; l < c.n_layer; l++) {
     vi(`present.${l}.key`, ['batch_size', H, 'total_sequence_length', D]);
     vi(`present.${l}.value`, ['batch_size', H, 'total_sequence_length', D]);

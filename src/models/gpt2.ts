@@ -94,12 +94,15 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
       attention_mask: new Tensor('int64', new BigInt64Array(pastLen + L).fill(1n), [1, pastLen + L]),
       position_ids: new Tensor('int64', BigInt64Array.from({ length: L }, (_, i) => BigInt(pastLen + i)), [1, L]),
       past_key_values: new DynamicCache(entries),
+      // Only the last position's logits: a prefill needs no more, and the LM head
+      // over every position was ~30% of a gpt2-shape prefill.
+      num_logits_to_keep: new Tensor('int64', BigInt64Array.from([1n]), []),
     };
     const out = (await (model as unknown as { forward: (x: unknown) => Promise<Record<string, AnyTensor>> }).forward(inputs)) as Record<string, AnyTensor>;
     const logitsT = out.logits!;
     const all = await readTensor(logitsT);
     const V = config.vocab_size;
-    const logits = all.slice((L - 1) * V, L * V);
+    const logits = all.slice(all.length - V);
     const present: StateTensor[] = [];
     for (let l = 0; l < config.n_layer; l++) {
       for (const kind of ['key', 'value']) {

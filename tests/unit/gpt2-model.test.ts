@@ -27,7 +27,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Runs the ONNX graph directly; batch 1 unless `batch` rows are given. */
-async function runOrt(rows: number[][], opts: { past?: ort.Tensor[][]; mask?: number[][]; positions?: number[][] } = {}) {
+async function runOrt(rows: number[][], opts: { past?: ort.Tensor[][]; mask?: number[][]; positions?: number[][]; keep?: number } = {}) {
   const c = w.config;
   const B = rows.length;
   const S = rows[0]!.length;
@@ -37,6 +37,7 @@ async function runOrt(rows: number[][], opts: { past?: ort.Tensor[][]; mask?: nu
     input_ids: i64(rows.flat(), [B, S]),
     attention_mask: i64(opts.mask ? opts.mask.flat() : new Array(B * (P + S)).fill(1), [B, P + S]),
     position_ids: i64(opts.positions ? opts.positions.flat() : rows.flatMap(() => Array.from({ length: S }, (_, i) => P + i)), [B, S]),
+    num_logits_to_keep: i64([opts.keep ?? 0], []),
   };
   for (let l = 0; l < c.n_layer; l++) {
     feeds[`past_key_values.${l}.key`] = opts.past?.[l]![0] ?? new ort.Tensor('float32', new Float32Array(0), [B, c.n_head, 0, D]);
@@ -71,7 +72,7 @@ const TEXT =
 
 describe('tiny-gpt2 ONNX graph vs the TypeScript reference', () => {
   it('has the expected inputs and outputs', () => {
-    expect(session.inputNames).toEqual(['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
+    expect(session.inputNames).toEqual(['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value', 'num_logits_to_keep']);
     expect(session.outputNames).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value']);
   });
 
@@ -89,6 +90,23 @@ describe('tiny-gpt2 ONNX graph vs the TypeScript reference', () => {
     const max = Math.max(...row);
     const min = Math.min(...row);
     expect(Number.isFinite(max) && Number.isFinite(min) && max - min > 5).toBe(true);
+  });
+
+  it('num_logits_to_keep k gives exactly the last k rows of the logits (with and without past)', async () => {
+    const ids = tok.encode(TEXT).slice(0, 20);
+    const all = await runOrt([ids]);
+    for (const k of [1, 3, 20, 50]) {
+      const some = await runOrt([ids], { keep: k });
+      const rows = Math.min(k, 20);
+      expect(some.logits.dims).toEqual([1, rows, V]);
+      const want = (all.logits.data as Float32Array).subarray((20 - rows) * V);
+      expect(maxAbsDiff(some.logits.data as Float32Array, want)).toBeLessThanOrEqual(1e-6);
+    }
+    const first = await runOrt([ids.slice(0, 12)]);
+    const last = await runOrt([ids.slice(12)], { past: first.present, keep: 1 });
+    expect(last.logits.dims).toEqual([1, 1, V]);
+    const ref = gpt2Forward(w, ids, { lastOnly: true });
+    expect(maxAbsDiff(last.logits.data as Float32Array, ref.logits)).toBeLessThanOrEqual(TOL);
   });
 
   it('a continuation with past_key_values matches the reference on all 27 tokens at once', async () => {
