@@ -121,6 +121,8 @@ export interface StateInfo {
   lastUsed: number;
   receipt: string | null;
   text?: string;
+  /** Set when a blob of the state was found missing or corrupt: it is not served, and is recomputed from its tokens on the next infer or createState. */
+  damaged?: { reason: string; blocks: number };
 }
 
 const now = () => performance.now();
@@ -160,7 +162,7 @@ export class Engine {
    */
   async findPrefix(model: StateModel, tokens: number[], minLen = 1): Promise<{ state?: ModelState; reused: number; key?: string; tier?: Tier }> {
     if (tokens.length === 0) return { reused: 0 };
-    const keys = await prefixKeys(model.fingerprint, tokens);
+    const keys = await prefixKeys(model.fingerprint, tokens, minLen);
     // Hot tier first: no IndexedDB at all when a recent state matches.
     for (let L = tokens.length; L >= minLen; L--) {
       if (this.store.hot.has(keys[L - 1]!)) {
@@ -171,7 +173,7 @@ export class Engine {
         }
       }
     }
-    const manifests = await this.store.getManifests(keys);
+    const manifests: (Manifest | undefined)[] = new Array(minLen - 1).fill(undefined).concat(await this.store.getManifests(keys.slice(minLen - 1)));
     let bestManifest = 0;
     for (let L = tokens.length; L >= minLen; L--) {
       const m = manifests[L - 1];
@@ -213,12 +215,20 @@ export class Engine {
     const key = await stateKey(model.fingerprint, tokens);
     const tl = now();
     const existing = await this.store.getManifest(key);
-    if (existing && existing.modelFp === model.fingerprint) {
+    // A damaged state is built again (which stores it whole and clears the mark).
+    if (existing && existing.modelFp === model.fingerprint && !existing.damaged) {
       return { key, manifest: existing, reused: tokens.length, processed: 0, prefixKey: key, existed: true, lookupMs: now() - tl, prefillMs: 0, storeMs: 0 };
     }
     const prefix = await this.findPrefix(model, tokens);
     const lookupMs = now() - tl;
     throwIfAborted(ro.signal);
+    if (prefix.state && prefix.reused === tokens.length) {
+      // A damaged state whose bytes turned out whole (its blocks were rewritten by
+      // another state, or it read back fine): stored again as found, nothing to compute.
+      const ts = now();
+      const manifest = await this.store.putState({ state: prefix.state, modelId: model.id, modelFp: model.fingerprint, key, parent: existing?.parent ?? null, receipt: existing?.receipt ?? null, receiptJson: existing?.receiptJson, label: label ?? existing?.label });
+      return { key, manifest, reused: tokens.length, processed: 0, prefixKey: key, existed: true, lookupMs, prefillMs: 0, storeMs: now() - ts };
+    }
     const tp = now();
     const rest = tokens.slice(prefix.reused);
     const { state } = await model.prefill(rest, prefix.state, progressOffset(ro, prefix.reused, tokens.length));
@@ -270,7 +280,8 @@ export class Engine {
     }
     // Restore: the longest stored prefix of state + delta (at least the state itself, when it is intact).
     const tr = now();
-    const found = await this.findPrefix(model, full);
+    // Only prefixes at least as long as the state itself are wanted here.
+    const found = await this.findPrefix(model, full, base.tokens.length);
     let tier: InferResult['tier'] = found.reused > 0 ? (found.tier ?? 'stored') : 'recomputed';
     const restoreMs = now() - tr;
     throwIfAborted(ro.signal);
@@ -318,7 +329,14 @@ export class Engine {
     const tg = now();
     const sample = makeSampler(req.sampling);
     const out: number[] = [];
+    let lastYield = now();
     for (let i = 0; i < maxNew; i++) {
+      // An onnxruntime run does not return to the worker's message loop; without
+      // this, a long generation would not see cancel() or the heartbeat.
+      if (now() - lastYield > 50) {
+        await new Promise((r) => setTimeout(r, 0));
+        lastYield = now();
+      }
       throwIfAborted(ro.signal);
       const tok = sample(logits);
       out.push(tok);
@@ -333,7 +351,7 @@ export class Engine {
     const ts = now();
     const newKey = await stateKey(model.fingerprint, state.tokens);
     let manifest = await this.store.getManifest(newKey);
-    if (!manifest) {
+    if (!manifest || manifest.damaged) {
       manifest = await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: newKey, parent: req.stateKey, receipt: null });
     }
     const prev = await this.receiptHash(req.stateKey);
@@ -484,6 +502,7 @@ export class Engine {
       lastUsed: m.lastUsed,
       receipt: m.receipt,
       ...(m.label ? { label: m.label } : {}),
+      ...(m.damaged ? { damaged: { reason: m.damaged.reason, blocks: m.damaged.blocks.length } } : {}),
     };
   }
 

@@ -17,7 +17,11 @@ import { Aborted, reviveError } from '../core/errors.ts';
 import { WorkerSupervisor } from './supervisor.ts';
 import type { CodecReport, CodecRow } from '../engine/codec-optimizer.ts';
 import type { CodecConstraints, CodecPolicy } from '../store/manifest.ts';
+import type { EvictResult, RepairReport, StorageInfo } from '../store/store.ts';
+import { listenStore, type StoreEvent } from '../store/broadcast.ts';
+import { requestPersistence as askPersistence } from '../store/quota.ts';
 export type { CodecReport, CodecRow, CodecConstraints, CodecPolicy };
+export type { EvictResult, RepairReport, StorageInfo, StoreEvent };
 
 export * from '../core/errors.ts';
 export { verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
@@ -37,6 +41,8 @@ export interface StatecartOptions {
   numThreads?: number;
   dbName?: string;
   hotBytes?: number;
+  /** Most bytes of state blobs to keep; older unpinned states are evicted to stay under it. */
+  budgetBytes?: number;
   /** A worker you started yourself (it must run src/worker/worker.ts). */
   worker?: Worker;
   /** Heartbeat period and hang limit of the worker supervisor (ms). */
@@ -77,6 +83,20 @@ export interface StatecartClient {
   exportCartridge(key: string, opts?: ExportOptions): Promise<Blob>;
   /** Checks a cartridge completely against the loaded model, then stores it (a URL is resolved against the page and downloaded). */
   importCartridge(data: Uint8Array | ArrayBuffer | Blob | string | URL): Promise<ImportResult>;
+  /** Evicts least-recently-used unpinned states until the store holds at most targetBytes (0: every unpinned state). */
+  evict(opts: { targetBytes: number }): Promise<EvictResult>;
+  /** Sets the store's byte budget (null: none); evicts at once if the store is over it. */
+  setBudget(bytes: number | null): Promise<EvictResult | null>;
+  /** Store bytes and budget, the origin's usage and quota, and whether storage is persistent. */
+  storageInfo(): Promise<StorageInfo>;
+  /** Asks the browser to keep this site's storage under pressure (navigator.storage.persist(), from the page). */
+  requestPersistence(): Promise<{ persisted: boolean | null; asked: boolean }>;
+  /** Runs the store's integrity check: orphan blobs removed, states with missing blobs marked damaged. */
+  checkStore(): Promise<RepairReport>;
+  /** Called when any page or worker of this origin stores, deletes, evicts or finds damaged states in this store. Returns an unsubscribe function. */
+  onStoreChange(fn: (e: StoreEvent) => void): () => void;
+  /** Fault injection, for tests: the next store write closes the worker after its n-th IndexedDB request. */
+  debugStoreFault(afterRequests: number): Promise<void>;
   /** Stops the worker; the store stays in IndexedDB. */
   terminate(): void;
   /** The current worker (a new one after a crash). */
@@ -98,6 +118,7 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...(o.numThreads ? { numThreads: o.numThreads } : {}),
     ...(o.dbName ? { dbName: o.dbName } : {}),
     ...(o.hotBytes ? { hotBytes: o.hotBytes } : {}),
+    ...(o.budgetBytes !== undefined ? { budgetBytes: o.budgetBytes } : {}),
   };
   // The model last asked for, so that a replacement worker loads it again.
   let lastModel: { model: string; device?: DeviceChoice } | null = null;
@@ -165,6 +186,19 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     setCodecPolicy: (policy) => call(() => remote.setCodecPolicy(policy)),
     exportCartridge: (key, eo) => call(() => remote.exportCartridge(key, eo)),
     importCartridge: (data) => call(() => remote.importCartridge(typeof data === 'string' || data instanceof URL ? new URL(data, here).href : data)),
+    evict: (eo) => call(() => remote.evict(eo)),
+    setBudget: async (bytes) => {
+      const r = await call(() => remote.setBudget(bytes));
+      // A replacement worker keeps the budget.
+      init.budgetBytes = bytes;
+      return r;
+    },
+    storageInfo: () => call(() => remote.storageInfo()),
+    // StorageManager.persist() exists in pages only: ask here when we are one.
+    requestPersistence: () => (typeof navigator !== 'undefined' && typeof navigator.storage?.persist === 'function' ? askPersistence() : call(() => remote.requestPersistence())),
+    checkStore: () => call(() => remote.checkStore()),
+    onStoreChange: (fn) => listenStore(init.dbName ?? 'statecart', fn),
+    debugStoreFault: (n) => call(() => remote.debugStoreFault(n)),
     terminate: () => sup.close(),
   };
   if (o.model) await client.loadModel(o.model, { device: o.device });

@@ -39,6 +39,21 @@ export interface Manifest {
   lastUsed: number;
   pinned: boolean;
   label?: string;
+  /**
+   * Set when a read found a blob of this state missing or not matching its
+   * digest. The state is kept (its tokens are here, so the engine recomputes
+   * it when its model is loaded, which clears the flag); its bytes are never
+   * served. See docs/guarantees.md.
+   */
+  damaged?: Damage;
+}
+
+export interface Damage {
+  /** 'missing': a blob is gone; 'digest mismatch': a blob's bytes are not what its digest says; 'replaced': the blob was rewritten (another device recomputed it) and no longer matches this manifest. */
+  reason: 'missing' | 'digest mismatch' | 'replaced';
+  /** The blob keys concerned. */
+  blocks: string[];
+  at: number;
 }
 
 export interface BlockRecord {

@@ -1,4 +1,4 @@
-import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
+import { promisifyRequest, type UseStore } from 'idb-keyval';
 import { digestOf } from '../core/sha256.ts';
 import { CorruptBlob, InvalidInput, QuotaExceeded, StateNotFound, StatecartError } from '../core/errors.ts';
 import { blockChain, keyOf } from '../core/state-key.ts';
@@ -11,6 +11,11 @@ import type { TensorSpec } from '../models/state-layout.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
 import { canonicalize } from '../core/canonical-json.ts';
 import { headOfBlock, repointTails, tailCandidates, type TailCandidate } from './shared-tails.ts';
+import { KV, USE, openDatabase, type Database } from './schema.ts';
+import { StoreChannel } from './broadcast.ts';
+import { countingStore, safeAbort, type WriteFault } from './fault.ts';
+import { isPersisted, lastUseOf, originEstimate, planEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
+import type { Damage } from './manifest.ts';
 
 export type Tier = 'hot' | 'stored';
 
@@ -20,6 +25,42 @@ export interface StoreOptions {
   hotBytes?: number;
   /** Codec of new states (default fp32). 'auto' needs a chooser: see setCodecPolicy. */
   codec?: CodecPolicy;
+  /** Most bytes of blobs the store may hold; older unpinned states are evicted to stay under it. */
+  budgetBytes?: number | null;
+  /** How long reads' last-use times wait before being written in one batch (ms). */
+  useFlushMs?: number;
+}
+
+/** What the check run on open found and did. */
+export interface RepairReport {
+  states: number;
+  blobs: number;
+  /** Blobs no manifest named: deleted. */
+  orphanBlobs: number;
+  /** Manifests naming a missing blob: marked damaged (kept, so that they can be recomputed from their tokens). */
+  damaged: number;
+  /** Last-use records of states that no longer exist: deleted. */
+  staleUse: number;
+}
+
+export interface EvictResult {
+  evicted: string[];
+  blobsFreed: number;
+  bytesFreed: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  /** The store is now at or under the target (false when pinned states alone exceed it). */
+  reached: boolean;
+}
+
+export interface StorageInfo {
+  /** Unique blob bytes of this store. */
+  storeBytes: number;
+  budgetBytes: number | null;
+  /** navigator.storage.estimate() for the whole origin, or null where unknown. */
+  usage: number | null;
+  quota: number | null;
+  persisted: boolean | null;
 }
 
 /** Picks a codec for a state about to be stored (the 'auto' policy; it runs the model). */
@@ -50,17 +91,73 @@ const B = 'b:'; // blobs
  * is there whole, or not at all.
  */
 export class StateStore {
+  /** The `kv` object store (idb-keyval's shape); waits for the open-time check. */
   readonly idb: UseStore;
+  /** The versioned database (src/store/schema.ts). Tests wrap it to inject IndexedDB errors. */
+  db: Database;
   readonly hot: HotCache<ModelState>;
+  readonly dbName: string;
+  /** Changes told to, and heard from, other pages of this origin. */
+  readonly channel: StoreChannel;
+  /** The check run on open: orphan blobs removed, manifests with missing blobs marked damaged. */
+  readonly ready: Promise<RepairReport>;
   /** Counts of IndexedDB reads of blobs, so tests and health() can see which tier served. */
   blobReads = 0;
+  /** Requests the last write transaction made (a fault-injection sweep goes over 1..this). */
+  lastWriteRequests = 0;
+  /** Corrupt or missing blobs found by reads since this store was opened. */
+  damageDetected = 0;
+  budgetBytes: number | null;
   private policy: CodecPolicy = { codec: 'fp32' };
   private chooser: CodecChooser | undefined;
+  private fault: WriteFault | null = null;
+  private usePending = new Map<string, number>();
+  private useTimer: ReturnType<typeof setTimeout> | null = null;
+  private useFlushMs: number;
 
   constructor(opts: StoreOptions = {}) {
-    this.idb = createStore(opts.dbName ?? 'statecart', 'kv');
+    this.dbName = opts.dbName ?? 'statecart';
+    this.db = openDatabase(this.dbName);
     this.hot = new HotCache(opts.hotBytes ?? 256 * 1024 * 1024);
+    this.budgetBytes = checkBudget(opts.budgetBytes ?? null);
+    this.useFlushMs = opts.useFlushMs ?? 1000;
     if (opts.codec) this.setCodecPolicy(opts.codec);
+    this.ready = this.repair();
+    const ready = this.ready.catch(() => undefined);
+    this.idb = (mode, cb) => ready.then(() => this.db.idb(mode, cb));
+    this.channel = new StoreChannel(this.dbName);
+    // Another page deleted or evicted these: drop the decoded copies held here.
+    this.channel.on((e) => {
+      if (e.type === 'deleted') for (const k of e.keys) this.hot.delete(k);
+      if (e.type === 'deleted' && e.reason === 'clear') this.hot.clear();
+    });
+  }
+
+  /** A transaction over several object stores, after the open-time check. */
+  private async tx<T>(stores: string[], mode: IDBTransactionMode, cb: (tx: IDBTransaction) => T | PromiseLike<T>): Promise<T> {
+    await this.ready.catch(() => undefined);
+    return this.db.tx(stores, mode, cb);
+  }
+
+  /**
+   * Tests: the next write transaction runs `fault.action` (default: abort)
+   * after its n-th IndexedDB request has succeeded.
+   */
+  faultAfterRequests(n: number, action?: (tx: IDBTransaction) => void): void {
+    if (!Number.isInteger(n) || n < 1) throw new InvalidInput('faultAfterRequests: n is a whole number ≥ 1');
+    this.fault = { afterRequests: n, ...(action ? { action } : {}) };
+  }
+
+  /** Sets (or, with null, removes) the byte budget; evicts at once if the store is over it. */
+  async setBudget(bytes: number | null): Promise<EvictResult | null> {
+    this.budgetBytes = checkBudget(bytes);
+    if (this.budgetBytes === null) return null;
+    return this.evict({ targetBytes: this.budgetBytes });
+  }
+
+  async storageInfo(): Promise<StorageInfo> {
+    const [u, est, persisted] = await Promise.all([this.usage(), originEstimate(), isPersisted()]);
+    return { storeBytes: u.bytes, budgetBytes: this.budgetBytes, usage: est?.usage ?? null, quota: est?.quota ?? null, persisted };
   }
 
   /**
@@ -131,8 +228,33 @@ export class StateStore {
     );
   }
 
+  /** Every manifest, with lastUsed as last recorded by any page (and by this one's unflushed reads). */
   async list(): Promise<Manifest[]> {
-    return this.idb('readonly', (s) => promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>));
+    const [ms, use] = await this.tx([KV, USE], 'readonly', (tx) => Promise.all([promisifyRequest(tx.objectStore(KV).getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>), readUse(tx)]));
+    for (const [k, t] of this.usePending) use.set(k, Math.max(use.get(k) ?? 0, t));
+    for (const m of ms) m.lastUsed = lastUseOf(m, use);
+    return ms;
+  }
+
+  /** Records a read; written in a batch later, in the small `use` store, so reads stay reads. */
+  private noteUse(key: string): void {
+    this.usePending.set(key, Date.now());
+    if (this.useTimer) return;
+    this.useTimer = setTimeout(() => {
+      this.useTimer = null;
+      void this.flushUse().catch(() => undefined);
+    }, this.useFlushMs);
+  }
+
+  async flushUse(): Promise<void> {
+    if (this.usePending.size === 0) return;
+    const batch = [...this.usePending];
+    this.usePending.clear();
+    await this.tx([USE], 'readwrite', (tx) => {
+      const u = tx.objectStore(USE);
+      for (const [k, t] of batch) u.put(t, k);
+      return promisifyRequest(tx);
+    });
   }
 
   /**
@@ -186,61 +308,243 @@ export class StateStore {
     await this.writeAtomically(manifest, records, tails);
     const hot = codec === 'fp32' ? state : joinBlocks(state.arch, state.tokens, specs, decoded);
     this.hot.set(input.key, hot, stateBytes(hot));
+    this.channel.post({ type: 'put', keys: [input.key] });
     return manifest;
   }
 
+  /**
+   * One transaction: evictions the write needs, the new blobs, the shared-tail
+   * moves and the manifest, last. Either all of it commits or none of it: a
+   * crash, an abort or a quota error leaves the store as it was.
+   *
+   * With a budget (or with the origin's quota close), the cold unpinned states
+   * that must go to make room are chosen and deleted in the same transaction,
+   * so a write that fails evicts nothing. If IndexedDB itself reports the
+   * quota full, the write is tried once more with at least its own size freed.
+   */
   private async writeAtomically(manifest: Manifest, records: [string, BlockRecord][], tails: TailCandidate[] = []): Promise<void> {
+    const room = roomUnderQuota(await originEstimate());
+    let need = 0;
     try {
-      await this.idb('readwrite', (s) => {
-        const tx = s.transaction;
-        const done = promisifyRequest(tx);
-        // A blob already present keeps its bytes, and the manifest takes its
-        // digest: two writers of one block end with one copy and agree on it.
-        let pending = records.length;
-        // Shorter states' tails move onto this state's blocks once its digests are final.
-        const finish = () => void repointTails(s, manifest, tails).then(() => s.put(manifest, M + manifest.key), () => tx.abort());
-        if (pending === 0) finish();
-        records.forEach(([k, rec], i) => {
-          const req = s.get(B + k) as IDBRequest<BlockRecord | undefined>;
-          req.onsuccess = () => {
-            const existing = req.result;
-            if (existing) manifest.blocks[i]!.digest = existing.digest;
-            else s.put(rec, B + k);
-            if (--pending === 0) finish();
-          };
-        });
-        return done;
-      });
+      await this.writeOnce(manifest, records, tails, room, false, (n) => (need = n));
     } catch (e) {
-      throw mapIdbError(e);
+      const err = mapIdbError(e);
+      if (!(err instanceof QuotaExceeded) || err.details.planned) throw err;
+      // The browser's quota, not our budget: free at least this write's size and try once more.
+      try {
+        await this.writeOnce(manifest, records, tails, room, true, () => undefined);
+      } catch (e2) {
+        const err2 = mapIdbError(e2);
+        if (err2 instanceof QuotaExceeded) throw new QuotaExceeded(`${err2.message} (${need} new bytes were needed; evicting every unpinned state could not make room.)`, { ...err2.details, needed: need });
+        throw err2;
+      }
     }
   }
 
-  /** Restores a state: from the hot tier, or from IndexedDB with every blob's digest checked. */
+  private async writeOnce(manifest: Manifest, records: [string, BlockRecord][], tails: TailCandidate[], room: number, tight: boolean, onNeed: (n: number) => void): Promise<void> {
+    const fault = this.fault;
+    this.fault = null;
+    const counter = { n: 0 };
+    const limited = tight || this.budgetBytes !== null || room !== Infinity;
+    const pendingUse = new Map(this.usePending);
+    let evicted: string[] = [];
+    try {
+      await this.tx([KV, USE], 'readwrite', async (tx) => {
+        const done = promisifyRequest(tx);
+        done.catch(() => undefined);
+        const s = countingStore(tx.objectStore(KV), counter, fault);
+        const use = tx.objectStore(USE);
+        try {
+          // A blob already present keeps its bytes, and the manifest takes its
+          // digest: two writers of one block end with one copy and agree on it.
+          const existing = await Promise.all(records.map(([k]) => promisifyRequest(s.get(B + k) as IDBRequest<BlockRecord | undefined>)));
+          let extra = 0;
+          records.forEach(([, rec], i) => {
+            if (!existing[i]) extra += rec.data.byteLength;
+          });
+          onNeed(extra);
+          if (limited) {
+            const [ms, used] = await Promise.all([promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>), readUse(tx)]);
+            for (const [k, t] of pendingUse) used.set(k, Math.max(used.get(k) ?? 0, t));
+            const current = uniqueBytes(ms);
+            let limit = Math.min(this.budgetBytes ?? Infinity, current + room);
+            if (tight) limit = Math.min(limit, extra > 0 ? current : Math.max(0, current - 1));
+            const others = ms.filter((m) => m.key !== manifest.key);
+            const plan = planEviction({ manifests: others, lastUsed: used, limitBytes: limit, extraBytes: extra, keepBlobs: new Set(records.map(([k]) => k)) });
+            if (!plan.fits) {
+              throw new QuotaExceeded(
+                `Storing state ${manifest.key} needs ${extra} more bytes; the store holds ${current} bytes and may hold ${Number.isFinite(limit) ? limit : 'no more'}${this.budgetBytes !== null ? ` (budget ${this.budgetBytes})` : ''}. Even evicting every unpinned state leaves ${plan.bytesAfter} bytes. Unpin or delete states, or raise the budget. Nothing was written.`,
+                { key: manifest.key, needed: extra, storeBytes: current, limit, planned: true },
+              );
+            }
+            for (const v of plan.victims) {
+              s.delete(M + v);
+              use.delete(v);
+            }
+            for (const k of plan.freed.keys()) s.delete(B + k);
+            evicted = plan.victims;
+          }
+          records.forEach(([k, rec], i) => {
+            const ex = existing[i];
+            if (ex) manifest.blocks[i]!.digest = ex.digest;
+            else s.put(rec, B + k);
+          });
+          // Shorter states' tails move onto this state's blocks once its digests are final.
+          await repointTails(s, manifest, tails);
+          s.put(manifest, M + manifest.key);
+          use.put(manifest.lastUsed, manifest.key);
+        } catch (e) {
+          safeAbort(tx);
+          throw e;
+        }
+        await done;
+      });
+    } finally {
+      this.lastWriteRequests = counter.n;
+    }
+    if (evicted.length) {
+      for (const k of evicted) {
+        this.hot.delete(k);
+        this.usePending.delete(k);
+      }
+      this.channel.post({ type: 'deleted', keys: evicted, reason: 'evict' });
+    }
+  }
+
+  /**
+   * Deletes least-recently-used unpinned states until the store holds at most
+   * `targetBytes` (0: every unpinned state). Blocks that remaining states use
+   * stay. One transaction: a reader in another page sees a state whole or not at all.
+   */
+  async evict(opts: { targetBytes: number }): Promise<EvictResult> {
+    const target = opts?.targetBytes;
+    if (typeof target !== 'number' || !(target >= 0)) throw new InvalidInput('evict: targetBytes is a number of bytes ≥ 0');
+    const pendingUse = new Map(this.usePending);
+    const r = await this.tx([KV, USE], 'readwrite', async (tx) => {
+      const s = tx.objectStore(KV);
+      const use = tx.objectStore(USE);
+      const [ms, used] = await Promise.all([promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>), readUse(tx)]);
+      for (const [k, t] of pendingUse) used.set(k, Math.max(used.get(k) ?? 0, t));
+      const plan = planEviction({ manifests: ms, lastUsed: used, limitBytes: target });
+      for (const v of plan.victims) {
+        s.delete(M + v);
+        use.delete(v);
+      }
+      let bytesFreed = 0;
+      for (const [k, n] of plan.freed) {
+        s.delete(B + k);
+        bytesFreed += n;
+      }
+      await promisifyRequest(tx);
+      return { evicted: plan.victims, blobsFreed: plan.freed.size, bytesFreed, bytesBefore: plan.bytesBefore, bytesAfter: plan.bytesAfter, reached: plan.fits };
+    });
+    for (const k of r.evicted) {
+      this.hot.delete(k);
+      this.usePending.delete(k);
+    }
+    this.channel.post({ type: 'deleted', keys: r.evicted, reason: 'evict' });
+    return r;
+  }
+
+  /**
+   * The check run when the store opens: blobs that no manifest names are
+   * deleted, and manifests that name a missing blob are marked damaged. Kept
+   * rather than deleted: their tokens are intact, so the engine recomputes
+   * them (and clears the mark) when their model is loaded; until then they
+   * are listed as damaged and never served. One transaction, so it sees no
+   * other tab's write half-done.
+   */
+  async repair(): Promise<RepairReport> {
+    return this.db.tx([KV, USE], 'readwrite', async (tx) => {
+      const s = tx.objectStore(KV);
+      const use = tx.objectStore(USE);
+      const [ms, blobKeys, useKeys] = await Promise.all([
+        promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>),
+        promisifyRequest(s.getAllKeys(IDBKeyRange.bound(B, B + '\uffff'))) as Promise<IDBValidKey[]>,
+        promisifyRequest(use.getAllKeys()) as Promise<IDBValidKey[]>,
+      ]);
+      const have = new Set(blobKeys.map((k) => String(k).slice(B.length)));
+      const named = new Set<string>();
+      const stateKeys = new Set<string>();
+      let damaged = 0;
+      const now = Date.now();
+      for (const m of ms) {
+        stateKeys.add(m.key);
+        for (const b of m.blocks) named.add(b.key);
+        const missing = [...new Set(m.blocks.filter((b) => !have.has(b.key)).map((b) => b.key))];
+        if (missing.length) {
+          damaged++;
+          if (m.damaged?.reason !== 'missing' || m.damaged.blocks.join() !== missing.join()) {
+            m.damaged = { reason: 'missing', blocks: missing, at: now };
+            s.put(m, M + m.key);
+          }
+        }
+      }
+      let orphanBlobs = 0;
+      for (const k of have) {
+        if (!named.has(k)) {
+          s.delete(B + k);
+          orphanBlobs++;
+        }
+      }
+      let staleUse = 0;
+      for (const k of useKeys) {
+        if (!stateKeys.has(String(k))) {
+          use.delete(k);
+          staleUse++;
+        }
+      }
+      await promisifyRequest(tx);
+      return { states: ms.length, blobs: have.size, orphanBlobs, damaged, staleUse };
+    });
+  }
+
+  /**
+   * Restores a state: from the hot tier, or from IndexedDB with every blob's
+   * digest checked. The manifest and its blobs are read in one transaction: a
+   * delete or an eviction in another page commits either before it (the state
+   * is not found) or after it (the read is whole), never between.
+   */
   async getState(key: string): Promise<{ state: ModelState; tier: Tier; manifest: Manifest }> {
-    const manifest = await this.getManifest(key);
+    const inHot = this.hot.has(key);
+    const { manifest, recs } = await this.idb('readonly', async (s) => {
+      const m = (await promisifyRequest(s.get(M + key))) as Manifest | undefined;
+      if (!m || inHot) return { manifest: m, recs: null };
+      const r = await Promise.all(m.blocks.map((b) => promisifyRequest(s.get(B + b.key) as IDBRequest<BlockRecord | undefined>)));
+      return { manifest: m, recs: r };
+    });
     if (!manifest) {
       this.hot.delete(key);
       throw new StateNotFound(`No stored state has the key ${key}. Create it with createState, or import its cartridge.`, { key });
     }
+    this.noteUse(key);
     const hot = this.hot.get(key);
     if (hot) return { state: hot, tier: 'hot', manifest };
-    const recs = await this.idb('readonly', (s) =>
-      Promise.all(manifest.blocks.map((b) => promisifyRequest(s.get(B + b.key) as IDBRequest<BlockRecord | undefined>))),
-    );
+    // (evicted from the hot tier between the check and here: read it now)
+    if (!recs) return this.getState(key);
     this.blobReads += recs.length;
     const blocks = [];
     for (let i = 0; i < recs.length; i++) {
       const ref = manifest.blocks[i]!;
       const rec = recs[i];
-      if (!rec) throw new CorruptBlob(`State ${key} is damaged: its block ${ref.key} (tokens ${ref.start}–${ref.end}) is missing. Delete the state and create it again from its text.`, { key, block: ref.key });
+      if (!rec) {
+        await this.markDamaged(manifest, 'missing', [ref.key]);
+        throw new CorruptBlob(`State ${key} is damaged: its block ${ref.key} (tokens ${ref.start}–${ref.end}) is missing. It was not used; infer or createState with the same tokens recomputes it.`, { key, block: ref.key, reason: 'missing' });
+      }
       const bytes = new Uint8Array(rec.data);
       const digest = await digestOf(bytes);
       if (digest !== ref.digest) {
+        if (digest === rec.digest) {
+          // The blob is intact but is not the one this manifest was written
+          // against (another device recomputed the block): not served as this
+          // state, not deleted either, as it is good for whoever wrote it.
+          await this.markDamaged(manifest, 'replaced', [ref.key]);
+          throw new CorruptBlob(`State ${key}: block ${ref.key} (tokens ${ref.start}–${ref.end}) was rewritten with other bytes (digest ${digest}, this state expects ${ref.digest}). It was not used; infer or createState with the same tokens recomputes the state.`, { key, block: ref.key, expected: ref.digest, actual: digest, reason: 'replaced' });
+        }
         // The damaged blob is removed so that the next write of this block
         // (a recompute from the tokens) stores good bytes again.
-        await this.idb('readwrite', (s) => promisifyRequest(s.delete(B + ref.key)));
-        throw new CorruptBlob(`State ${key} is damaged: block ${ref.key} (tokens ${ref.start}–${ref.end}) has digest ${digest}, expected ${ref.digest}. It was not used.`, { key, block: ref.key, expected: ref.digest, actual: digest });
+        await this.markDamaged(manifest, 'digest mismatch', [ref.key], [{ key: ref.key, bytes }]);
+        throw new CorruptBlob(`State ${key} is damaged: block ${ref.key} (tokens ${ref.start}–${ref.end}) has digest ${digest}, expected ${ref.digest}. It was not used; infer or createState with the same tokens recomputes it.`, { key, block: ref.key, expected: ref.digest, actual: digest, reason: 'digest mismatch' });
       }
       let data: Float32Array;
       try {
@@ -252,8 +556,55 @@ export class StateStore {
       blocks.push({ start: ref.start, end: ref.end, data });
     }
     const state = joinBlocks(manifest.arch, manifest.tokens, manifest.tensors, blocks);
+    // Every blob checked out (a missing one came back, written by a recompute): no longer damaged.
+    if (manifest.damaged) await this.clearDamaged(key, manifest);
     this.hot.set(key, state, stateBytes(state));
     return { state, tier: 'stored', manifest };
+  }
+
+  /**
+   * Marks damaged every state that names one of `blobKeys` and deletes the
+   * corrupt blobs in `drop` (only if they still hold the bytes that were read:
+   * another page may have rewritten them meanwhile). One transaction.
+   */
+  private async markDamaged(m: Manifest | null, reason: Damage['reason'], blobKeys: string[], drop: { key: string; bytes: Uint8Array }[] = []): Promise<string[]> {
+    this.damageDetected++;
+    const bad = new Set(blobKeys);
+    const at = Date.now();
+    const keys = await this.idb('readwrite', async (s) => {
+      const marked: string[] = [];
+      for (const d of drop) {
+        const cur = (await promisifyRequest(s.get(B + d.key))) as BlockRecord | undefined;
+        if (cur && sameBytes(new Uint8Array(cur.data), d.bytes)) s.delete(B + d.key);
+      }
+      // 'replaced' concerns this state only; a missing or corrupt blob, every state naming it.
+      const ms = reason === 'replaced' && m ? [(await promisifyRequest(s.get(M + m.key))) as Manifest | undefined] : ((await promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')))) as Manifest[]);
+      for (const x of ms) {
+        if (!x) continue;
+        const hit = [...new Set(x.blocks.filter((b) => bad.has(b.key)).map((b) => b.key))];
+        if (!hit.length) continue;
+        x.damaged = { reason, blocks: hit, at };
+        s.put(x, M + x.key);
+        marked.push(x.key);
+      }
+      await promisifyRequest(s.transaction);
+      return marked;
+    });
+    for (const k of keys) this.hot.delete(k);
+    this.channel.post({ type: 'damaged', keys });
+    return keys;
+  }
+
+  private async clearDamaged(key: string, seen: Manifest): Promise<void> {
+    await this.idb('readwrite', async (s) => {
+      const m = (await promisifyRequest(s.get(M + key))) as Manifest | undefined;
+      // Only if nobody rewrote the manifest since it was read.
+      if (m && m.damaged && JSON.stringify(m.blocks) === JSON.stringify(seen.blocks)) {
+        delete m.damaged;
+        s.put(m, M + key);
+      }
+      return promisifyRequest(s.transaction);
+    });
   }
 
   /** Records the receipt that made a state (written after the state, as it names the state's digests). */
@@ -287,8 +638,8 @@ export class StateStore {
       if (!rec) return undefined;
       const bytes = new Uint8Array(rec.data);
       if ((await digestOf(bytes)) !== rec.digest) {
-        // Damaged: removed, so that the recompute that follows stores good bytes.
-        await this.idb('readwrite', (s) => promisifyRequest(s.delete(B + keys[i]!)));
+        // Damaged: removed (and its states marked), so that the recompute that follows stores good bytes.
+        await this.markDamaged(null, 'digest mismatch', [keys[i]!], [{ key: keys[i]!, bytes }]);
         return undefined;
       }
       const start = i * 16;
@@ -306,32 +657,46 @@ export class StateStore {
     }
   }
 
-  /** Checks every blob of a state against its digest without decoding it. */
+  /**
+   * Checks every blob of a state against its digest without decoding it. What
+   * it finds is handled as a read would: the state is marked damaged and a
+   * corrupt blob is deleted; a state found whole loses its damaged mark.
+   */
   async verify(key: string): Promise<{ ok: boolean; blocks: number; damaged: { key: string; start: number; end: number; reason: string }[] }> {
-    const manifest = await this.getManifest(key);
+    const { manifest, recs } = await this.idb('readonly', async (s) => {
+      const m = (await promisifyRequest(s.get(M + key))) as Manifest | undefined;
+      if (!m) return { manifest: m, recs: [] };
+      return { manifest: m, recs: await Promise.all(m.blocks.map((b) => promisifyRequest(s.get(B + b.key) as IDBRequest<BlockRecord | undefined>))) };
+    });
     if (!manifest) throw new StateNotFound(`No stored state has the key ${key}.`, { key });
-    const recs = await this.idb('readonly', (s) =>
-      Promise.all(manifest.blocks.map((b) => promisifyRequest(s.get(B + b.key) as IDBRequest<BlockRecord | undefined>))),
-    );
-    const damaged = [];
+    const damaged: { key: string; start: number; end: number; reason: Damage['reason'] }[] = [];
+    const drop: { key: string; bytes: Uint8Array }[] = [];
     for (let i = 0; i < recs.length; i++) {
       const ref = manifest.blocks[i]!;
       const rec = recs[i];
-      if (!rec) damaged.push({ key: ref.key, start: ref.start, end: ref.end, reason: 'missing' });
-      else if ((await digestOf(new Uint8Array(rec.data))) !== ref.digest) damaged.push({ key: ref.key, start: ref.start, end: ref.end, reason: 'digest mismatch' });
+      if (!rec) {
+        damaged.push({ key: ref.key, start: ref.start, end: ref.end, reason: 'missing' });
+        continue;
+      }
+      const bytes = new Uint8Array(rec.data);
+      const digest = await digestOf(bytes);
+      if (digest === ref.digest) continue;
+      const reason = digest === rec.digest ? 'replaced' : 'digest mismatch';
+      damaged.push({ key: ref.key, start: ref.start, end: ref.end, reason });
+      if (reason === 'digest mismatch') drop.push({ key: ref.key, bytes });
     }
+    for (const r of ['missing', 'digest mismatch', 'replaced'] as const) {
+      const ks = damaged.filter((d) => d.reason === r).map((d) => d.key);
+      if (ks.length) await this.markDamaged(manifest, r, ks, drop.filter((d) => ks.includes(d.key)));
+    }
+    if (!damaged.length && manifest.damaged) await this.clearDamaged(key, manifest);
     return { ok: damaged.length === 0, blocks: recs.length, damaged };
   }
 
+  /** Marks a state as used now (eviction goes least-recent first). */
   async touch(key: string): Promise<void> {
-    await this.idb('readwrite', async (s) => {
-      const m = (await promisifyRequest(s.get(M + key))) as Manifest | undefined;
-      if (m) {
-        m.lastUsed = Date.now();
-        s.put(m, M + key);
-      }
-      return promisifyRequest(s.transaction);
-    });
+    this.noteUse(key);
+    await this.flushUse();
   }
 
   async setPinned(key: string, pinned: boolean): Promise<void> {
@@ -351,8 +716,10 @@ export class StateStore {
    */
   async delete(key: string): Promise<{ blobsFreed: number; bytesFreed: number }> {
     this.hot.delete(key);
-    return this.idb('readwrite', async (s) => {
-      const tx = s.transaction;
+    this.usePending.delete(key);
+    const r = await this.tx([KV, USE], 'readwrite', async (tx) => {
+      const s = tx.objectStore(KV);
+      tx.objectStore(USE).delete(key);
       s.delete(M + key);
       const manifests = (await promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')))) as Manifest[];
       const live = new Set<string>();
@@ -371,10 +738,12 @@ export class StateStore {
       await promisifyRequest(tx);
       return { blobsFreed, bytesFreed };
     });
+    this.channel.post({ type: 'deleted', keys: [key], reason: 'delete' });
+    return r;
   }
 
   /** Bytes of unique blobs named by manifests (a shared block counts once). */
-  async usage(): Promise<{ states: number; blobs: number; bytes: number; logicalBytes: number }> {
+  async usage(): Promise<{ states: number; blobs: number; bytes: number; logicalBytes: number; damaged: number; pinned: number }> {
     const ms = await this.list();
     const seen = new Map<string, number>();
     let logical = 0;
@@ -384,13 +753,50 @@ export class StateStore {
     }
     let bytes = 0;
     for (const v of seen.values()) bytes += v;
-    return { states: ms.length, blobs: seen.size, bytes, logicalBytes: logical };
+    return { states: ms.length, blobs: seen.size, bytes, logicalBytes: logical, damaged: ms.filter((m) => m.damaged).length, pinned: ms.filter((m) => m.pinned).length };
   }
 
   async clear(): Promise<void> {
     this.hot.clear();
-    await this.idb('readwrite', (s) => promisifyRequest(s.clear()));
+    this.usePending.clear();
+    const keys = await this.tx([KV, USE], 'readwrite', async (tx) => {
+      const ks = (await promisifyRequest(tx.objectStore(KV).getAllKeys(IDBKeyRange.bound(M, M + '\uffff')))) as string[];
+      tx.objectStore(KV).clear();
+      tx.objectStore(USE).clear();
+      await promisifyRequest(tx);
+      return ks.map((k) => k.slice(M.length));
+    });
+    this.channel.post({ type: 'deleted', keys, reason: 'clear' });
   }
+
+  /** Stops listening to other pages and closes the database connection. */
+  close(): void {
+    if (this.useTimer) clearTimeout(this.useTimer);
+    this.useTimer = null;
+    this.channel.close();
+    this.db.close();
+  }
+}
+
+/** Last-use times from the `use` store of a transaction that covers it. */
+async function readUse(tx: IDBTransaction): Promise<Map<string, number>> {
+  const u = tx.objectStore(USE);
+  const [ks, vs] = await Promise.all([promisifyRequest(u.getAllKeys()), promisifyRequest(u.getAll() as IDBRequest<number[]>)]);
+  const out = new Map<string, number>();
+  ks.forEach((k, i) => out.set(String(k), vs[i]!));
+  return out;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function checkBudget(b: number | null): number | null {
+  if (b === null || b === undefined) return null;
+  if (typeof b !== 'number' || !(b >= 0) || !Number.isFinite(b)) throw new InvalidInput('budgetBytes is a number of bytes ≥ 0, or null for none');
+  return b;
 }
 
 function mapIdbError(e: unknown): Error {
@@ -399,6 +805,8 @@ function mapIdbError(e: unknown): Error {
   if (name === 'QuotaExceededError') {
     return new QuotaExceeded('The browser refused to store more: the storage quota is full. Delete or evict states, or request persistent storage, then try again. Nothing was written.');
   }
+  // An aborted transaction rejects with tx.error, which is null for abort().
+  if (e === null || e === undefined || name === 'AbortError') return new StatecartError('The write was interrupted before it committed; nothing was written.');
   return e instanceof Error ? e : new Error(String(e));
 }
 

@@ -5,6 +5,7 @@ import type { SignedReceipt } from '../core/receipts.ts';
 import type { CodecReport } from '../engine/codec-optimizer.ts';
 import type { CodecConstraints, CodecPolicy } from '../store/manifest.ts';
 import type { ExportOptions, ImportResult } from '../engine/cartridges.ts';
+import type { EvictResult, RepairReport, StorageInfo } from '../store/store.ts';
 
 /** Message a worker posts, outside comlink, when its WebGPU device is lost. */
 export const DEVICE_LOST = 'statecart:device-lost';
@@ -18,6 +19,8 @@ export interface InitOptions {
   numThreads?: number;
   dbName?: string;
   hotBytes?: number;
+  /** Most bytes of blobs the store may hold; least-recently-used unpinned states are evicted to stay under it. */
+  budgetBytes?: number | null;
 }
 
 export interface Health {
@@ -34,6 +37,11 @@ export interface Health {
   quota: { usage: number; quota: number } | null;
   crossOriginIsolated: boolean;
   threads: number;
+  /** navigator.storage.persisted(): the browser will not clear the store under pressure (null: unknown). */
+  persisted: boolean | null;
+  budgetBytes: number | null;
+  statesDamaged: number;
+  statesPinned: number;
 }
 
 export interface ModelInfo {
@@ -85,4 +93,16 @@ export interface WorkerApi {
   exportCartridge(key: string, opts?: ExportOptions): Promise<Blob>;
   /** Validates a cartridge against the loaded model, then stores its state; nothing is written if any check fails. A string is a URL to download. */
   importCartridge(data: Uint8Array | ArrayBuffer | Blob | string): Promise<ImportResult>;
+  /** Evicts least-recently-used unpinned states until the store holds at most targetBytes (0: all unpinned). */
+  evict(opts: { targetBytes: number }): Promise<EvictResult>;
+  /** Sets the byte budget (null: none), evicting at once if the store is over it. */
+  setBudget(bytes: number | null): Promise<EvictResult | null>;
+  /** Store bytes, budget, the origin's usage and quota, persistence. */
+  storageInfo(): Promise<StorageInfo>;
+  /** Asks for persistent storage where the worker can (browsers let only pages ask: the library's client asks from the page). */
+  requestPersistence(): Promise<{ persisted: boolean | null; asked: boolean }>;
+  /** Runs the store's open-time check again: orphan blobs removed, states with missing blobs marked damaged. */
+  checkStore(): Promise<RepairReport>;
+  /** Fault injection: the next store write closes this worker after its n-th IndexedDB request. */
+  debugStoreFault(afterRequests: number): Promise<void>;
 }

@@ -4,6 +4,7 @@ import { env } from '@huggingface/transformers';
 import { Engine } from '../engine/engine.ts';
 import { exportCartridge, importCartridge } from '../engine/cartridges.ts';
 import { StateStore } from '../store/store.ts';
+import { isPersisted, requestPersistence } from '../store/quota.ts';
 import { chooseCodec, codecChooser } from '../engine/codec-optimizer.ts';
 import { loadGpt2 } from '../models/gpt2.ts';
 import { findModel } from '../models/registry.ts';
@@ -121,7 +122,10 @@ const api: WorkerApi = {
       // numThreads is read once, when the first session is made.
       onnx.wasm.numThreads = o.numThreads ?? (self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
     }
-    store = new StateStore({ dbName: o.dbName, hotBytes: o.hotBytes });
+    store?.close();
+    store = new StateStore({ dbName: o.dbName, hotBytes: o.hotBytes, budgetBytes: o.budgetBytes ?? null });
+    // The open-time check (orphans, damaged states) runs before any request.
+    await store.ready;
     engine = new Engine(store, getModel);
   }),
   loadModel: wrap(async (req, onProgress) => {
@@ -212,6 +216,10 @@ const api: WorkerApi = {
       quota,
       crossOriginIsolated: self.crossOriginIsolated,
       threads: onnx.wasm?.numThreads ?? 1,
+      persisted: await isPersisted(),
+      budgetBytes: s.budgetBytes,
+      statesDamaged: u.damaged,
+      statesPinned: u.pinned,
     };
   }),
   verifyState: wrap(async (key) => need(store, 'verifyState').verify(key)),
@@ -227,6 +235,12 @@ const api: WorkerApi = {
   setCodecPolicy: wrap(async (policy) => need(store, 'setCodecPolicy').setCodecPolicy(policy, codecChooser(getModel))),
   exportCartridge: wrap(async (key, o) => (await exportCartridge({ store: need(store, 'exportCartridge'), getModel }, key, o)).blob),
   importCartridge: wrap(async (data) => importCartridge({ store: need(store, 'importCartridge'), getModel }, data)),
+  evict: wrap(async (o) => need(store, 'evict').evict(o)),
+  setBudget: wrap(async (bytes) => need(store, 'setBudget').setBudget(bytes)),
+  storageInfo: wrap(async () => need(store, 'storageInfo').storageInfo()),
+  requestPersistence: wrap(async () => requestPersistence()),
+  checkStore: wrap(async () => need(store, 'checkStore').repair()),
+  debugStoreFault: async (n) => need(store, 'debugStoreFault').faultAfterRequests(n, () => self.close()),
 };
 
 Comlink.expose(api);
