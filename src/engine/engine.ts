@@ -231,7 +231,8 @@ export class Engine {
     }
     const tp = now();
     const rest = tokens.slice(prefix.reused);
-    const { state } = await model.prefill(rest, prefix.state, progressOffset(ro, prefix.reused, tokens.length));
+    const { state, logits } = await model.prefill(rest, prefix.state, progressOffset(ro, prefix.reused, tokens.length));
+    keepLogits(state, logits);
     const prefillMs = now() - tp;
     throwIfAborted(ro.signal);
     const ts = now();
@@ -299,6 +300,7 @@ export class Engine {
       logits = r.logits;
       processed += base.tokens.length - reused;
       throwIfAborted(ro.signal);
+      keepLogits(state, logits);
       await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: base.key, parent: base.parent, receipt: base.receipt, receiptJson: base.receiptJson, label: base.label });
     }
     const pos = reused + processed;
@@ -309,7 +311,9 @@ export class Engine {
       processed += full.length - pos;
     } else if (!logits) {
       // Everything is cached, but generation needs the last position's logits.
-      if (model.arch === 'gpt2' && full.length > 1) {
+      if (state?.logits && state.logits.length === model.vocabSize) {
+        logits = state.logits;
+      } else if (model.arch === 'gpt2' && full.length > 1) {
         const r = await model.prefill([full[full.length - 1]!], truncateState(state!, full.length - 1), ro);
         state = r.state;
         logits = r.logits;
@@ -352,6 +356,7 @@ export class Engine {
     const newKey = await stateKey(model.fingerprint, state.tokens);
     let manifest = await this.store.getManifest(newKey);
     if (!manifest || manifest.damaged) {
+      keepLogits(state, logits);
       manifest = await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: newKey, parent: req.stateKey, receipt: null });
     }
     const prev = await this.receiptHash(req.stateKey);
@@ -593,4 +598,9 @@ function progressOffset(ro: RunOptions, offset: number, total: number): RunOptio
     ...ro,
     onProgress: ro.onProgress ? (p) => ro.onProgress!({ done: offset + p.done, total }) : undefined,
   };
+}
+
+/** A Mamba state keeps its last logits (see ModelState.logits); a GPT-2 one recomputes them from one token. */
+function keepLogits(state: ModelState, logits: Float32Array): void {
+  if (state.arch === 'mamba') state.logits = logits;
 }

@@ -25,21 +25,28 @@ export interface BlockSlice {
 
 export const TOKEN_AXIS = 1; // GPT-2 KV tensors are [n_head, tokens, head_dim]
 
+/** Name under which a Mamba state's last logits are stored beside its tensors ([vocab, 1]: one int8 scale for all). */
+export const LOGITS_TENSOR = 'last_logits';
+
 export function tensorSpecs(state: ModelState): TensorSpec[] {
-  return state.tensors.map((t) => ({ name: t.name, dims: [...t.dims] }));
+  const specs = state.tensors.map((t) => ({ name: t.name, dims: [...t.dims] }));
+  if (state.arch === 'mamba' && state.logits) specs.push({ name: LOGITS_TENSOR, dims: [state.logits.length, 1] });
+  return specs;
 }
 
 /** Cuts a state into blocks covering [from, tokens.length) (from must be block-aligned). */
 export function cutBlocks(state: ModelState, from = 0): BlockSlice[] {
   const n = state.tokens.length;
   if (state.arch === 'mamba') {
+    const parts = state.tensors.map((t) => t.data);
+    if (state.logits) parts.push(state.logits);
     let size = 0;
-    for (const t of state.tensors) size += t.data.length;
+    for (const p of parts) size += p.length;
     const data = new Float32Array(size);
     let o = 0;
-    for (const t of state.tensors) {
-      data.set(t.data, o);
-      o += t.data.length;
+    for (const p of parts) {
+      data.set(p, o);
+      o += p.length;
     }
     return [{ start: 0, end: n, data }];
   }
@@ -79,14 +86,16 @@ export function joinBlocks(
   if (arch === 'mamba') {
     const data = blocks[0]?.data;
     let o = 0;
-    const tensors = specs.map((s) => {
+    let logits: Float32Array | undefined;
+    const tensors: StateTensor[] = [];
+    for (const s of specs) {
       const size = s.dims.reduce((a, b) => a * b, 1);
       if (!data || o + size > data.length) throw new CorruptBlob('a stored Mamba state is shorter than its manifest says');
-      const t = { name: s.name, dims: [...s.dims], data: data.slice(o, o + size) };
+      if (s.name === LOGITS_TENSOR) logits = data.slice(o, o + size);
+      else tensors.push({ name: s.name, dims: [...s.dims], data: data.slice(o, o + size) });
       o += size;
-      return t;
-    });
-    return { arch, tokens: [...tokens], tensors };
+    }
+    return { arch, tokens: [...tokens], tensors, ...(logits ? { logits } : {}) };
   }
   const T = tokens.length;
   const tensors = specs.map((s) => ({
@@ -130,7 +139,7 @@ export function truncateState(state: ModelState, n: number): ModelState {
 export function stateBytes(state: ModelState): number {
   let n = 0;
   for (const t of state.tensors) n += t.data.byteLength;
-  return n;
+  return n + (state.logits?.byteLength ?? 0);
 }
 
 // ------------------------------------------------------------ encoded blocks

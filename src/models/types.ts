@@ -13,6 +13,12 @@ export interface ModelState {
   /** Every token the state has seen, from the first. */
   tokens: number[];
   tensors: StateTensor[];
+  /**
+   * The last position's logits, when kept (Mamba): a Mamba state cannot be cut
+   * back by a token to recompute them, so without these a request that adds
+   * no tokens would re-run the whole text. Runners ignore this field.
+   */
+  logits?: Float32Array;
 }
 
 export interface Progress {

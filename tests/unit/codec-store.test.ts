@@ -210,7 +210,8 @@ describe('store with a codec policy', () => {
     const m = (await store.getManifest(a.stateKey))!;
     expect(m.codec).toBe('kivi4');
     expect(m.blocks).toHaveLength(1);
-    const { state } = await model.prefill(tokens);
+    const { state, logits } = await model.prefill(tokens);
+    state.logits = logits; // a Mamba state is stored with its last logits
     const want = encodeState(state, 'kivi4');
     expect(m.bytes).toBe(want.bytes);
     store.hot.clear();
