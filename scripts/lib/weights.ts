@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { createHash } from 'node:crypto';
 import { readSafetensors } from '../../src/formats/safetensors.ts';
+import { mulberry32u32 } from '../../src/core/prng.ts';
 import { gpt2TensorSpecs, type GPT2Config, type GPT2Weights, type NamedTensor } from '../../src/models/gpt2-reference.ts';
 
 export type { GPT2Config, GPT2Weights, NamedTensor };
@@ -24,17 +25,8 @@ export function hash32(s: string): number {
   return h >>> 0;
 }
 
-/** mulberry32: a tiny, fully deterministic 32-bit generator. Returns uint32s. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+/** mulberry32, as uint32s (src/core/prng.ts). */
+export const mulberry32 = mulberry32u32;
 
 /** Fills `out` with N(mean, std²) samples (Box–Muller on mulberry32), rounded to float32. */
 export function fillNormal(out: Float32Array, seed: number, mean: number, std: number): Float32Array {

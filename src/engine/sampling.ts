@@ -1,4 +1,5 @@
 import { InvalidInput } from '../core/errors.ts';
+import { mulberry32 } from '../core/prng.ts';
 
 export interface Sampling {
   /** 0 or absent: greedy. */
@@ -9,17 +10,7 @@ export interface Sampling {
   seed?: number;
 }
 
-/** mulberry32: tiny, fast, and identical in every JavaScript engine. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from '../core/prng.ts';
 
 export function argmax(logits: Float32Array): number {
   let best = 0;

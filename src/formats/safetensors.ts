@@ -1,4 +1,5 @@
 import { InvalidCartridge } from '../core/errors.ts';
+import { concatBytes } from '../core/bytes.ts';
 
 /**
  * safetensors, as the reference implementation (huggingface/safetensors)
@@ -395,14 +396,5 @@ export function safetensorsParts(tensors: TensorInput[], metadata?: Record<strin
 
 /** The whole file in one buffer. */
 export function writeSafetensors(tensors: TensorInput[], metadata?: Record<string, string>): Uint8Array {
-  const parts = safetensorsParts(tensors, metadata);
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(safetensorsParts(tensors, metadata));
 }

@@ -12,18 +12,10 @@ import {
 } from '../../src/formats/codecs.ts';
 import { float16ToFloat32, float32ToFloat16, fromHalf, toHalf } from '../../src/formats/fp16.ts';
 import { CorruptBlob, InvalidInput, MissingParent, StatecartError } from '../../src/core/errors.ts';
+import { mulberry32 } from '../../src/core/prng.ts';
 
 /** mulberry32: a seeded generator so every failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());

@@ -1,17 +1,10 @@
 // Mutations of valid cartridges for the fuzz tests of the format
 // (tests/unit/cartridge.test.ts) and of import (tests/unit/cartridge-io.test.ts).
 
+import { mulberry32 } from '../../../src/core/prng.ts';
+
 /** A small seeded generator (mulberry32): the same seed gives the same mutations. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 const enc = new TextEncoder();
 
