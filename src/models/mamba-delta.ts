@@ -10,6 +10,7 @@
 // inner codec (int8, kivi4) spends its range on child − parent, not on the
 // state, which is smaller error at the same size, not fewer bytes.
 
+import { frameParts } from '../formats/frame.ts';
 import type { ModelState, StateTensor } from './types.ts';
 import { decodeDelta, encodeDelta, checkDelta, type CodecName } from '../formats/codecs.ts';
 import { InvalidInput, MissingParent, CorruptBlob } from '../core/errors.ts';
@@ -73,20 +74,7 @@ const DELTA_MAGIC = [0x53, 0x43, 0x44, 0x01];
 
 /** Frames per-tensor deltas as one blob (what the store writes and digests). */
 export function packDeltaBlob(parts: readonly Uint8Array[]): Uint8Array {
-  const head = 8 + 4 * parts.length;
-  let size = head;
-  for (const p of parts) size += (p.length + 3) & ~3;
-  const out = new Uint8Array(size);
-  const dv = new DataView(out.buffer);
-  out.set(DELTA_MAGIC, 0);
-  dv.setUint32(4, parts.length, true);
-  let at = head;
-  parts.forEach((p, i) => {
-    dv.setUint32(8 + 4 * i, p.length, true);
-    out.set(p, at);
-    at += (p.length + 3) & ~3;
-  });
-  return out;
+  return frameParts(DELTA_MAGIC, parts);
 }
 
 /** The inverse of packDeltaBlob; the parts are views into `bytes`. */

@@ -1,3 +1,4 @@
+import { frameParts } from '../formats/frame.ts';
 import type { ModelState, StateTensor } from './types.ts';
 import { BLOCK_TOKENS } from '../core/state-key.ts';
 import { CorruptBlob } from '../core/errors.ts';
@@ -183,20 +184,7 @@ export function encodeBlock(arch: 'gpt2' | 'mamba', specs: TensorSpec[], block: 
     o += n;
   });
   if (o !== block.data.length) throw new RangeError('block data does not match the tensor specs');
-  const head = 8 + 4 * parts.length;
-  let size = head;
-  for (const p of parts) size += (p.length + 3) & ~3;
-  const out = new Uint8Array(size);
-  const dv = new DataView(out.buffer);
-  out.set(FRAME_MAGIC, 0);
-  dv.setUint32(4, parts.length, true);
-  let at = head;
-  parts.forEach((p, i) => {
-    dv.setUint32(8 + 4 * i, p.length, true);
-    out.set(p, at);
-    at += (p.length + 3) & ~3;
-  });
-  return out;
+  return frameParts(FRAME_MAGIC, parts);
 }
 
 /** The inverse of encodeBlock: fp32 data in BlockSlice layout, checked against the specs. */
