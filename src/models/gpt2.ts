@@ -108,7 +108,9 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
       for (const kind of ['key', 'value']) {
         const t = out[`present.${l}.${kind}`]!;
         const data = await readTensor(t);
-        present.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, pastLen + L, headDim], data: data.slice() });
+        // Outputs are fresh arrays copied out of the WASM heap (or the GPU): no copy
+        // is needed, and one here cost a whole KV cache per generated token.
+        present.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, pastLen + L, headDim], data });
       }
     }
     for (const t of Object.values(out)) (t as AnyTensor).dispose?.();
