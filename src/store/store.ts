@@ -80,7 +80,12 @@ export interface PutInput {
   label?: string;
   /** Overrides the store's codec policy for this state. */
   codec?: BlockCodec;
+  /** Cut and write every block, even those the parent names (the fallback when one went missing). */
+  fullWrite?: boolean;
 }
+
+/** A block the parent names was not in the store at write time. */
+class KnownBlockMissing extends Error {}
 
 const M = 'm:'; // manifests
 const B = 'b:'; // blobs
@@ -267,14 +272,31 @@ export class StateStore {
     const codec = await this.codecFor(input);
     const specs = tensorSpecs(state);
     const refs: BlockRef[] = [];
-    const records: [string, BlockRecord][] = [];
-    const blocks = cutBlocks(state);
+    const records: [string, BlockRecord | null][] = [];
     const chain = state.arch === 'gpt2' ? await blockChain(input.modelFp, state.tokens) : [];
+    // Full fp32 blocks the parent already names are the same bytes under the
+    // same key (content addressing): they are neither cut, hashed nor copied
+    // again, only checked to be present in the write's transaction. For a long
+    // state continued by a few tokens this was most of the cost of a step.
+    let skip = 0;
+    if (!input.fullWrite && state.arch === 'gpt2' && codec === 'fp32' && input.parent) {
+      const parent = await this.getManifest(input.parent);
+      const own = new Map((parent?.modelFp === input.modelFp ? parent.blocks : []).filter((b) => b.codec === 'fp32' && !b.blobTokens && b.end - b.start === 16).map((b) => [b.key, b]));
+      while (skip < Math.floor(state.tokens.length / 16)) {
+        const ref = own.get(keyOf(chain[skip]!) + '/fp32');
+        if (!ref || ref.start !== skip * 16) break;
+        refs.push({ ...ref });
+        records.push([ref.key, null]);
+        skip++;
+      }
+    }
+    const blocks = cutBlocks(state, skip * 16);
     // What a later read will decode: the hot tier must serve the same numbers,
     // or a state's continuation would depend on which tier it came from.
     const decoded: { start: number; end: number; data: Float32Array }[] = [];
-    for (let i = 0; i < blocks.length; i++) {
-      const b = blocks[i]!;
+    for (let j = 0; j < blocks.length; j++) {
+      const i = skip + j;
+      const b = blocks[j]!;
       // A full GPT-2 block is named by the chain hash after it, so every state
       // that starts with the same tokens names it the same way; the codec is
       // part of the name, as different codecs are different bytes.
@@ -282,7 +304,9 @@ export class StateStore {
       const bytes = codec === 'fp32' ? bytesOf(b.data) : encodeBlock(state.arch, specs, b, codec);
       const digest = await digestOf(bytes);
       refs.push({ key: blockKey, digest, start: b.start, end: b.end, codec, bytes: bytes.byteLength });
-      records.push([blockKey, { digest, codec, data: bytes.slice().buffer }]);
+      // cutBlocks and encodeBlock return fresh arrays: their buffers can be stored as they are.
+      const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+      records.push([blockKey, { digest, codec, data: (whole ? bytes.buffer : bytes.slice().buffer) as ArrayBuffer }]);
       if (codec !== 'fp32') decoded.push({ start: b.start, end: b.end, data: decodeBlock(state.arch, specs, b.start, b.end, codec, bytes) });
     }
     const manifest: Manifest = {
@@ -305,7 +329,14 @@ export class StateStore {
       ...(input.label ? { label: input.label } : {}),
     };
     const tails = state.arch === 'gpt2' ? await tailCandidates(input.modelFp, state.tokens) : [];
-    await this.writeAtomically(manifest, records, tails);
+    try {
+      await this.writeAtomically(manifest, records, tails);
+    } catch (e) {
+      // A block named by the parent went missing meanwhile (evicted by another
+      // tab): nothing was written; write the state whole instead.
+      if (e instanceof KnownBlockMissing) return this.putState({ ...input, fullWrite: true });
+      throw e;
+    }
     const hot = codec === 'fp32' ? state : joinBlocks(state.arch, state.tokens, specs, decoded);
     this.hot.set(input.key, hot, stateBytes(hot));
     this.channel.post({ type: 'put', keys: [input.key] });
@@ -322,7 +353,7 @@ export class StateStore {
    * so a write that fails evicts nothing. If IndexedDB itself reports the
    * quota full, the write is tried once more with at least its own size freed.
    */
-  private async writeAtomically(manifest: Manifest, records: [string, BlockRecord][], tails: TailCandidate[] = []): Promise<void> {
+  private async writeAtomically(manifest: Manifest, records: [string, BlockRecord | null][], tails: TailCandidate[] = []): Promise<void> {
     const room = roomUnderQuota(await originEstimate());
     let need = 0;
     try {
@@ -341,7 +372,7 @@ export class StateStore {
     }
   }
 
-  private async writeOnce(manifest: Manifest, records: [string, BlockRecord][], tails: TailCandidate[], room: number, tight: boolean, onNeed: (n: number) => void): Promise<void> {
+  private async writeOnce(manifest: Manifest, records: [string, BlockRecord | null][], tails: TailCandidate[], room: number, tight: boolean, onNeed: (n: number) => void): Promise<void> {
     const fault = this.fault;
     this.fault = null;
     const counter = { n: 0 };
@@ -357,10 +388,13 @@ export class StateStore {
         try {
           // A blob already present keeps its bytes, and the manifest takes its
           // digest: two writers of one block end with one copy and agree on it.
-          const existing = await Promise.all(records.map(([k]) => promisifyRequest(s.get(B + k) as IDBRequest<BlockRecord | undefined>)));
+          const existing = await Promise.all(
+            records.map(([k, rec]) => (rec ? promisifyRequest(s.get(B + k) as IDBRequest<BlockRecord | undefined>) : promisifyRequest(s.getKey(B + k)).then((x) => (x === undefined ? undefined : null)))),
+          );
+          if (records.some(([, rec], i) => !rec && existing[i] === undefined)) throw new KnownBlockMissing();
           let extra = 0;
           records.forEach(([, rec], i) => {
-            if (!existing[i]) extra += rec.data.byteLength;
+            if (rec && !existing[i]) extra += rec.data.byteLength;
           });
           onNeed(extra);
           if (limited) {
@@ -385,6 +419,7 @@ export class StateStore {
             evicted = plan.victims;
           }
           records.forEach(([k, rec], i) => {
+            if (!rec) return; // named by the parent, and present (checked above)
             const ex = existing[i];
             if (ex) manifest.blocks[i]!.digest = ex.digest;
             else s.put(rec, B + k);
