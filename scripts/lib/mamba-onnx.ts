@@ -27,6 +27,7 @@ import type { MambaDims, MambaLayerWeights, MambaWeights } from '../../src/model
 import { readSafetensors } from '../../src/formats/safetensors.ts';
 import { sha256Hex } from '../../src/core/sha256.ts';
 import { DT_A_CLAMP, RMS_EPS } from '../../src/models/mamba-reference.ts';
+import { tensorToFloat32 } from '../../src/formats/fp16.ts';
 
 export const OPSET = 17;
 // Sub-chunks of 8 (the pairwise part is O((T/8)²)); inside, the factored form runs on two
@@ -288,24 +289,8 @@ function encodeWithExternal(g: GraphBuilder, packed: PackedWeights, used: Set<st
 // ---------------------------------------------------------------- Hub checkpoints
 
 function toF32(dtype: string, data: ArrayLike<number>): Float32Array {
-  if (dtype === 'F32') return Float32Array.from(data);
-  const out = new Float32Array(data.length);
-  const u32 = new Uint32Array(out.buffer);
-  if (dtype === 'BF16') {
-    for (let i = 0; i < data.length; i++) u32[i] = data[i]! << 16;
-    return out;
-  }
-  if (dtype === 'F16') {
-    for (let i = 0; i < data.length; i++) {
-      const h = data[i]!;
-      const s = h & 0x8000 ? -1 : 1;
-      const e = (h >> 10) & 0x1f;
-      const m = h & 0x3ff;
-      out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-    }
-    return out;
-  }
-  throw new Error(`unsupported dtype ${dtype} in Mamba checkpoint`);
+  // F32 is copied: the packed weights must not alias the checkpoint's buffer.
+  return dtype === 'F32' ? Float32Array.from(data) : tensorToFloat32(dtype, data, 'a Mamba checkpoint');
 }
 
 /** Reads a `state-spaces/mamba-130m-hf`-layout checkpoint; dims come from the shapes. */

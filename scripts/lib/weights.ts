@@ -9,6 +9,7 @@ import { dirname, join, basename } from 'node:path';
 import { createHash } from 'node:crypto';
 import { readSafetensors } from '../../src/formats/safetensors.ts';
 import { mulberry32u32 } from '../../src/core/prng.ts';
+import { tensorToFloat32 } from '../../src/formats/fp16.ts';
 import { gpt2TensorSpecs, type GPT2Config, type GPT2Weights, type NamedTensor } from '../../src/models/gpt2-reference.ts';
 
 export type { GPT2Config, GPT2Weights, NamedTensor };
@@ -87,26 +88,8 @@ export function seededGpt2Weights(config: GPT2Config, o: SeededOptions): GPT2Wei
 
 // ---------------------------------------------------------- safetensors source
 
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
-}
-
 function toFloat32(dtype: string, data: ArrayLike<number> | ArrayBufferView): Float32Array {
-  if (data instanceof Float32Array) return data;
-  const src = data as ArrayLike<number>;
-  const out = new Float32Array(src.length);
-  if (dtype === 'F16') for (let i = 0; i < src.length; i++) out[i] = f16ToF32(src[i]!);
-  else if (dtype === 'BF16') {
-    const u32 = new Uint32Array(out.buffer);
-    for (let i = 0; i < src.length; i++) u32[i] = src[i]! << 16;
-  } else if (dtype === 'F64') for (let i = 0; i < src.length; i++) out[i] = src[i]!;
-  else throw new Error(`unsupported safetensors dtype ${dtype} for a GPT-2 weight`);
-  return out;
+  return tensorToFloat32(dtype, data, 'a GPT-2 weight');
 }
 
 export interface SafetensorsGpt2Options {

@@ -166,11 +166,12 @@ export class Engine {
     // Hot tier first: no IndexedDB at all when a recent state matches.
     for (let L = tokens.length; L >= minLen; L--) {
       if (this.store.hot.has(keys[L - 1]!)) {
-        const m = await this.store.getManifest(keys[L - 1]!);
-        if (m) {
-          const r = await this.store.getState(keys[L - 1]!);
-          return { state: r.state, reused: L, key: keys[L - 1], tier: r.tier };
-        }
+        // getState reads the manifest itself (a deleted state is not served from memory).
+        const r = await this.store.getState(keys[L - 1]!).catch((e: unknown) => {
+          if (e instanceof StateNotFound) return null;
+          throw e;
+        });
+        if (r) return { state: r.state, reused: L, key: keys[L - 1], tier: r.tier };
       }
     }
     const manifests: (Manifest | undefined)[] = new Array(minLen - 1).fill(undefined).concat(await this.store.getManifests(keys.slice(minLen - 1)));

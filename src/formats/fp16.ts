@@ -84,3 +84,20 @@ export function float16ToFloat32(src: Uint16Array, out: Float32Array = new Float
 /** Largest finite half, and the smallest float that rounds to Infinity. */
 export const HALF_MAX = 65504;
 export const HALF_OVERFLOW = 65520;
+
+/**
+ * A safetensors float tensor (F32, F16, BF16 or F64, as readSafetensors returns
+ * it) as float32; an F32 Float32Array comes back as it is.
+ */
+export function tensorToFloat32(dtype: string, data: ArrayLike<number> | ArrayBufferView, what = 'a weight'): Float32Array {
+  if (data instanceof Float32Array) return data;
+  const src = data as ArrayLike<number>;
+  if (dtype === 'F16') return float16ToFloat32(src instanceof Uint16Array ? src : Uint16Array.from(src));
+  const out = new Float32Array(src.length);
+  if (dtype === 'BF16') {
+    const u32 = new Uint32Array(out.buffer);
+    for (let i = 0; i < src.length; i++) u32[i] = src[i]! << 16;
+  } else if (dtype === 'F64' || dtype === 'F32') for (let i = 0; i < src.length; i++) out[i] = src[i]!;
+  else throw new Error(`unsupported safetensors dtype ${dtype} for ${what}`);
+  return out;
+}

@@ -11,6 +11,7 @@
 
 import type { Device, ModelState, RunOptions, StateModel, StateTensor } from './types.ts';
 import type { ModelIdentity } from '../core/model-fingerprint.ts';
+import type { MambaDims } from './mamba-reference.ts';
 import { modelFingerprint } from '../core/model-fingerprint.ts';
 import { sha256Hex } from '../core/sha256.ts';
 import { CorruptBlob, InvalidInput, ModelMismatch, ModelNotLoaded, throwIfAborted } from '../core/errors.ts';
@@ -35,14 +36,7 @@ export interface MambaTokenizer {
   decode(ids: number[], opts?: Record<string, unknown>): string;
 }
 
-export interface MambaConfigJson {
-  n_layer: number;
-  d_model: number;
-  d_inner: number;
-  d_state: number;
-  d_conv: number;
-  dt_rank: number;
-  vocab_size: number;
+export interface MambaConfigJson extends MambaDims {
   /** Tokens per prefill run (a multiple of `subchunk`). */
   chunk: number;
   /** The prefill graph takes multiples of this many tokens; default 8. */
