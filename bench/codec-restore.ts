@@ -31,7 +31,10 @@ const D = 64;
 // caches) times a smooth random walk over tokens.
 function synthState(): ModelState {
   let seed = 12345;
-  const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return (seed / 2 ** 32) * 2 - 1;
+  };
   const tensors = [];
   for (let l = 0; l < L; l++) {
     for (const kind of ['key', 'value']) {
@@ -80,7 +83,7 @@ for (let r = 0; r < RUNS + 1; r++) {
     t0 = performance.now();
     for (let i = 0; i < blocks.length; i++) decodeBlock('gpt2', specs, blocks[i]!.start, blocks[i]!.end, codec, x.encoded[i]!);
     const dms = performance.now() - t0;
-    if (r > 0) (x.restore.push(ms), x.decode.push(dms)); // the first run warms up the JIT
+    if (r > 0) x.restore.push(ms), x.decode.push(dms); // the first run warms up the JIT
   }
 }
 const rows = [];
@@ -91,11 +94,30 @@ for (const codec of ALL_CODECS) {
 }
 
 const fp32 = rows.find((r) => r.codec === 'fp32')!;
-console.log(`restore of a synthetic gpt2-shape state, ${T} tokens (${(fp32.bytes / 2 ** 20).toFixed(1)} MiB fp32), median of ${RUNS} runs, Node ${process.version}, fake-indexeddb\n`);
+console.log(
+  `restore of a synthetic gpt2-shape state, ${T} tokens (${(fp32.bytes / 2 ** 20).toFixed(1)} MiB fp32), median of ${RUNS} runs, Node ${process.version}, fake-indexeddb\n`,
+);
 console.log('| codec | stored bytes | restore (getState) ms | of which decode ms | restore vs fp32 |');
 console.log('|---|---:|---:|---:|---:|');
 for (const r of rows) {
-  console.log(`| ${r.codec} | ${(r.bytes / 2 ** 20).toFixed(2)} MiB | ${r.restoreMs.toFixed(1)} | ${r.decodeMs.toFixed(1)} | ${(r.restoreMs / fp32.restoreMs).toFixed(2)}× |`);
+  console.log(
+    `| ${r.codec} | ${(r.bytes / 2 ** 20).toFixed(2)} MiB | ${r.restoreMs.toFixed(1)} | ${r.decodeMs.toFixed(1)} | ${(r.restoreMs / fp32.restoreMs).toFixed(2)}× |`,
+  );
 }
 await mkdir(join(process.cwd(), 'bench/results'), { recursive: true });
-await writeFile(join(process.cwd(), 'bench/results/codec-restore.json'), JSON.stringify({ command: 'npx tsx bench/codec-restore.ts ' + process.argv.slice(2).join(' '), node: process.version, cpus: cpus().length, tokens: T, runs: RUNS, date: new Date().toISOString(), rows }, null, 2) + '\n');
+await writeFile(
+  join(process.cwd(), 'bench/results/codec-restore.json'),
+  JSON.stringify(
+    {
+      command: 'npx tsx bench/codec-restore.ts ' + process.argv.slice(2).join(' '),
+      node: process.version,
+      cpus: cpus().length,
+      tokens: T,
+      runs: RUNS,
+      date: new Date().toISOString(),
+      rows,
+    },
+    null,
+    2,
+  ) + '\n',
+);

@@ -74,9 +74,32 @@ console.log(lines.join('\n'));
 console.log('');
 for (const r of results) {
   const f = r.report.reference;
-  console.log(`- ${r.model} (weights ${JSON.stringify(r.weightSource)}): fp32 probe max |logit| ${f.maxAbsLogit.toFixed(1)}, mean top-1 probability ${f.meanTopProb.toFixed(3)}, ${f.distinctGreedy} distinct tokens in ${f.greedy.length} greedy.`);
+  console.log(
+    `- ${r.model} (weights ${JSON.stringify(r.weightSource)}): fp32 probe max |logit| ${f.maxAbsLogit.toFixed(1)}, mean top-1 probability ${f.meanTopProb.toFixed(3)}, ${f.distinctGreedy} distinct tokens in ${f.greedy.length} greedy.`,
+  );
 }
 await mkdir(join(process.cwd(), 'bench/results'), { recursive: true });
-const out = join(process.cwd(), arg('json', rootArg ? 'bench/results/codecs-' + rootArg.replace(/\/+$/, '').split('/').pop() + '.json' : 'bench/results/codecs.json'));
-await writeFile(out, JSON.stringify({ command: 'npx tsx ' + process.argv.slice(1).join(' ').replace(process.cwd() + '/', ''), node: process.version, cpus: cpus().length, date: new Date().toISOString(), results }, null, 2) + '\n');
+const out = join(
+  process.cwd(),
+  arg('json', rootArg ? 'bench/results/codecs-' + rootArg.replace(/\/+$/, '').split('/').pop() + '.json' : 'bench/results/codecs.json'),
+);
+await writeFile(
+  out,
+  JSON.stringify(
+    {
+      command:
+        'npx tsx ' +
+        process.argv
+          .slice(1)
+          .join(' ')
+          .replace(process.cwd() + '/', ''),
+      node: process.version,
+      cpus: cpus().length,
+      date: new Date().toISOString(),
+      results,
+    },
+    null,
+    2,
+  ) + '\n',
+);
 console.error(`wrote ${out}`);

@@ -60,7 +60,17 @@ try {
   await page.evaluate(() => window.statecartReady, undefined);
   const health = await page.evaluate(() => window.statecart!.health());
   if (health.model !== model) throw new Error(`the page loaded ${health.model}, not ${model} (status: ${await page.locator('#status').textContent()})`);
-  console.log(JSON.stringify({ model, device: health.device, threads: health.threads, crossOriginIsolated: health.crossOriginIsolated, loadS: +((performance.now() - t0) / 1000).toFixed(1), cpus: os.cpus().length, load1: os.loadavg()[0] }));
+  console.log(
+    JSON.stringify({
+      model,
+      device: health.device,
+      threads: health.threads,
+      crossOriginIsolated: health.crossOriginIsolated,
+      loadS: +((performance.now() - t0) / 1000).toFixed(1),
+      cpus: os.cpus().length,
+      load1: os.loadavg()[0],
+    }),
+  );
 
   let salt = 1;
   for (const n of sizes) {
@@ -112,9 +122,15 @@ try {
   }
   console.log('\n| tokens | re-prefill ms | prefill tok/s | restore hot ms | restore stored ms | × hot | × stored | step ms |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.tokens} | ${r.reprefillMs} | ${r.prefillTokPerS} | ${r.restoreHotMs} | ${r.restoreStoredMs} | ${r.speedupHot} | ${r.speedupStored} | ${r.stepMs} |`);
+  for (const r of rows)
+    console.log(
+      `| ${r.tokens} | ${r.reprefillMs} | ${r.prefillTokPerS} | ${r.restoreHotMs} | ${r.restoreStoredMs} | ${r.speedupHot} | ${r.speedupStored} | ${r.stepMs} |`,
+    );
   mkdirSync(join(REPO_ROOT, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO_ROOT, 'bench/results/mamba-restore.json'), JSON.stringify({ model, device: health.device, threads: health.threads, load1: os.loadavg()[0], when: new Date().toISOString(), rows }, null, 2) + '\n');
+  writeFileSync(
+    join(REPO_ROOT, 'bench/results/mamba-restore.json'),
+    JSON.stringify({ model, device: health.device, threads: health.threads, load1: os.loadavg()[0], when: new Date().toISOString(), rows }, null, 2) + '\n',
+  );
 } finally {
   await browser.close();
   await srv.close();

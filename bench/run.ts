@@ -47,7 +47,8 @@ interface Plan {
 function planFor(model: string, quick: boolean, softwareGpu: boolean): Plan {
   const tiny = model.startsWith('tiny');
   // SwiftShader takes tens of seconds for a tiny model's 512-token prefill here: one small size, two runs.
-  if (softwareGpu) return { gpt2Restore: [{ tokens: 128, reps: 2 }], continueReps: 2, continueTokens: 128, loop: false, agents: 0, mamba: [{ tokens: 256, reps: 2 }] };
+  if (softwareGpu)
+    return { gpt2Restore: [{ tokens: 128, reps: 2 }], continueReps: 2, continueTokens: 128, loop: false, agents: 0, mamba: [{ tokens: 256, reps: 2 }] };
   if (tiny) {
     return {
       gpt2Restore: [128, 512, 1024].map((tokens) => ({ tokens, reps: 5 })),
@@ -59,12 +60,20 @@ function planFor(model: string, quick: boolean, softwareGpu: boolean): Plan {
     };
   }
   return {
-    gpt2Restore: [{ tokens: 128, reps: 3 }, { tokens: 512, reps: 3 }, { tokens: 1024, reps: 3 }],
+    gpt2Restore: [
+      { tokens: 128, reps: 3 },
+      { tokens: 512, reps: 3 },
+      { tokens: 1024, reps: 3 },
+    ],
     continueReps: 3,
     continueTokens: 512,
     loop: true,
     agents: 100,
-    mamba: [{ tokens: 256, reps: 3 }, { tokens: 1024, reps: 2 }, { tokens: 4096, reps: 2 }],
+    mamba: [
+      { tokens: 256, reps: 3 },
+      { tokens: 1024, reps: 2 },
+      { tokens: 4096, reps: 2 },
+    ],
   };
 }
 
@@ -122,7 +131,10 @@ function readCodecRows(dir: string, skipped: SkipNote[]): CodecRow[] {
   const f = join(dir, 'codecs.json');
   if (!existsSync(f)) return [];
   try {
-    const j = JSON.parse(readFileSync(f, 'utf8')) as { date?: string; results?: { model: string; tokens?: number; report?: { rows?: Record<string, unknown>[]; choice?: string } }[] };
+    const j = JSON.parse(readFileSync(f, 'utf8')) as {
+      date?: string;
+      results?: { model: string; tokens?: number; report?: { rows?: Record<string, unknown>[]; choice?: string } }[];
+    };
     const out: CodecRow[] = [];
     for (const r of j.results ?? []) {
       for (const row of r.report?.rows ?? []) {
@@ -153,7 +165,13 @@ function readMambaRows(dir: string, have: MambaRestoreRow[], skipped: SkipNote[]
   const f = join(dir, 'mamba-restore.json');
   if (!existsSync(f)) return [];
   try {
-    const j = JSON.parse(readFileSync(f, 'utf8')) as { model: string; device: string; when?: string; load1?: number; rows: { tokens: number; stateBytes: number; samples: { prefill: number[]; hot: number[]; stored: number[] } }[] };
+    const j = JSON.parse(readFileSync(f, 'utf8')) as {
+      model: string;
+      device: string;
+      when?: string;
+      load1?: number;
+      rows: { tokens: number; stateBytes: number; samples: { prefill: number[]; hot: number[]; stored: number[] } }[];
+    };
     const device: BenchDevice = j.device === 'webgpu' ? 'webgpu' : 'wasm';
     if (have.some((r) => r.model === j.model && r.device === device)) return [];
     return j.rows.map((r) => {
@@ -190,7 +208,10 @@ async function openBench(browser: Browser, url: string): Promise<{ page: Page; c
   await page.goto(`${url}/bench/lib/page.html`);
   await page.waitForFunction(() => (window as unknown as { bench?: unknown }).bench !== undefined, undefined, { timeout: 120_000 });
   const call: Call = (name, ...args) =>
-    page.evaluate(([n, a]) => (window as unknown as { bench: Record<string, (...x: unknown[]) => Promise<unknown>> }).bench[n as string]!(...(a as unknown[])), [name, args] as const) as never;
+    page.evaluate(
+      ([n, a]) => (window as unknown as { bench: Record<string, (...x: unknown[]) => Promise<unknown>> }).bench[n as string]!(...(a as unknown[])),
+      [name, args] as const,
+    ) as never;
   return { page, call };
 }
 
@@ -274,7 +295,10 @@ async function main() {
       const software = device === 'webgpu' && res.browser.webgpuSoftware === true;
       for (const model of args.models) {
         if (software && !model.startsWith('tiny')) {
-          skipped.push({ what: `${model} on WebGPU`, reason: `the only adapter is a software one (${res.browser.webgpuAdapter}); big models run on WASM only` });
+          skipped.push({
+            what: `${model} on WebGPU`,
+            reason: `the only adapter is a software one (${res.browser.webgpuAdapter}); big models run on WASM only`,
+          });
           continue;
         }
         const tgt: RunTarget = { model, device, ...(software ? { softwareAdapter: true } : {}) };
@@ -283,7 +307,7 @@ async function main() {
         const { page, call } = await openBench(browser, server.url);
         try {
           await call('start', { device });
-          let load;
+          let load: Awaited<ReturnType<Bench['load']>>;
           try {
             load = await call('load', model, device);
           } catch (e) {
@@ -296,7 +320,14 @@ async function main() {
           }
           res.browser.crossOriginIsolated = load.crossOriginIsolated;
           if (device === 'wasm') res.browser.threads = load.threads;
-          res.loads.push({ ...tgt, wallMs: load.wallMs, loadMs: load.info.loadMs, adapter: load.info.adapter, deviceReason: load.info.deviceReason, threads: load.threads });
+          res.loads.push({
+            ...tgt,
+            wallMs: load.wallMs,
+            loadMs: load.info.loadMs,
+            adapter: load.info.adapter,
+            deviceReason: load.info.deviceReason,
+            threads: load.threads,
+          });
           const plan = planFor(model, args.quick, software);
           const arch = load.info.arch ?? ARCH[model] ?? 'gpt2';
           const attempt = async (what: string, f: () => Promise<void>) => {
@@ -330,40 +361,59 @@ async function main() {
             }
             await attempt(`continue ${plan.continueTokens} + 16`, async () => {
               const x = await call('continue', { tokens: plan.continueTokens, newTokens: 16, reps: plan.continueReps });
-              res.continue.push({ ...tgt, baseTokens: plan.continueTokens, newTokens: 16, prefillBaseMs: stat(x.prefill), continueHotMs: stat(x.hot), continueStoredMs: stat(x.stored), freshMs: stat(x.fresh) });
-            });
-            if (!plan.loop) skipped.push({ what: `agent loop and agents, ${label}`, reason: 'too slow on a software WebGPU adapter (20 re-prefills of up to 1,014 tokens)' });
-            let chain: { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null = null;
-            if (plan.loop) await attempt('agent loop', async () => {
-              const x = await call('agentLoop', { baseTokens: AGENT.baseTokens, deltas: AGENT_DELTAS, gen: AGENT.gen });
-              res.agentLoop.push(agentLoopResult(tgt, x));
-              chain = { chainBytes: x.health.bytesStored, chainLogicalBytes: x.health.logicalBytes, uniqueKvBytes: x.finalBytes, states: x.health.states };
-            });
-            if (plan.loop) await attempt(`${plan.agents} agents on one base`, async () => {
-              const delta = 8;
-              const x = await call('agents', { tokens: 512, count: plan.agents, delta });
-              const c = chain as { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null;
-              res.storage.push({
+              res.continue.push({
                 ...tgt,
-                chainBytes: c?.chainBytes ?? NaN,
-                chainLogicalBytes: c?.chainLogicalBytes ?? NaN,
-                uniqueKvBytes: c?.uniqueKvBytes ?? NaN,
-                ratio: c ? c.chainBytes / c.uniqueKvBytes : NaN,
-                states: c?.states ?? 0,
-                agents: plan.agents,
-                agentDeltaTokens: delta,
-                agentsBytes: x.agentsBytes,
-                naiveAgentsBytes: x.naiveAgentsBytes,
-                baseBytes: x.baseBytes,
+                baseTokens: plan.continueTokens,
+                newTokens: 16,
+                prefillBaseMs: stat(x.prefill),
+                continueHotMs: stat(x.hot),
+                continueStoredMs: stat(x.stored),
+                freshMs: stat(x.fresh),
               });
             });
+            if (!plan.loop)
+              skipped.push({ what: `agent loop and agents, ${label}`, reason: 'too slow on a software WebGPU adapter (20 re-prefills of up to 1,014 tokens)' });
+            let chain: { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null = null;
+            if (plan.loop)
+              await attempt('agent loop', async () => {
+                const x = await call('agentLoop', { baseTokens: AGENT.baseTokens, deltas: AGENT_DELTAS, gen: AGENT.gen });
+                res.agentLoop.push(agentLoopResult(tgt, x));
+                chain = { chainBytes: x.health.bytesStored, chainLogicalBytes: x.health.logicalBytes, uniqueKvBytes: x.finalBytes, states: x.health.states };
+              });
+            if (plan.loop)
+              await attempt(`${plan.agents} agents on one base`, async () => {
+                const delta = 8;
+                const x = await call('agents', { tokens: 512, count: plan.agents, delta });
+                const c = chain as { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null;
+                res.storage.push({
+                  ...tgt,
+                  chainBytes: c?.chainBytes ?? NaN,
+                  chainLogicalBytes: c?.chainLogicalBytes ?? NaN,
+                  uniqueKvBytes: c?.uniqueKvBytes ?? NaN,
+                  ratio: c ? c.chainBytes / c.uniqueKvBytes : NaN,
+                  states: c?.states ?? 0,
+                  agents: plan.agents,
+                  agentDeltaTokens: delta,
+                  agentsBytes: x.agentsBytes,
+                  naiveAgentsBytes: x.naiveAgentsBytes,
+                  baseBytes: x.baseBytes,
+                });
+              });
           } else {
             for (const r of plan.mamba) {
               await attempt(`mamba restore ${r.tokens}`, async () => {
                 const x = await call('restore', r);
                 const reprefill = stat(x.recompute);
                 const restore = stat(x.hot);
-                res.mambaRestore.push({ ...tgt, tokens: r.tokens, stateBytes: x.stateBytes, reprefillMs: reprefill, restoreMs: restore, restoreStoredMs: stat(x.stored), speedup: reprefill.median / restore.median });
+                res.mambaRestore.push({
+                  ...tgt,
+                  tokens: r.tokens,
+                  stateBytes: x.stateBytes,
+                  reprefillMs: reprefill,
+                  restoreMs: restore,
+                  restoreStoredMs: stat(x.stored),
+                  speedup: reprefill.median / restore.median,
+                });
               });
             }
           }
@@ -423,7 +473,8 @@ function agentLoopResult(tgt: RunTarget, x: AgentLoopRaw): AgentLoopResult {
   const cachedTokens = x.baseProcessed + cachedTokensNoBase;
   const naiveMs = sum(x.naive.map((s) => s.ms));
   const naiveComputeMs = sum(x.naive.map((s) => s.computeMs));
-  const identical = x.naive.length === x.cached.length && x.naive.every((s, i) => s.out.length === x.cached[i]!.out.length && s.out.every((t, j) => t === x.cached[i]!.out[j]));
+  const identical =
+    x.naive.length === x.cached.length && x.naive.every((s, i) => s.out.length === x.cached[i]!.out.length && s.out.every((t, j) => t === x.cached[i]!.out[j]));
   return {
     ...tgt,
     steps: x.naive.length,

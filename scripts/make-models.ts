@@ -82,12 +82,7 @@ export function defaultModelDir(id: string, outRoot?: string): string {
 
 function sourceFiles(arch: 'gpt2' | 'mamba'): string[] {
   const tok = gpt2TokenizerSourceFiles();
-  const common = [
-    join(REPO_ROOT, 'scripts', 'make-models.ts'),
-    join(REPO_ROOT, 'src', 'formats', 'safetensors.ts'),
-    tok.encoderJson,
-    tok.vocabBpe,
-  ];
+  const common = [join(REPO_ROOT, 'scripts', 'make-models.ts'), join(REPO_ROOT, 'src', 'formats', 'safetensors.ts'), tok.encoderJson, tok.vocabBpe];
   if (arch === 'gpt2') {
     return [
       ...common,
@@ -101,7 +96,9 @@ function sourceFiles(arch: 'gpt2' | 'mamba'): string[] {
     .filter((f) => f.endsWith('.ts') || f.endsWith('.js') || f.endsWith('.json'))
     .map((f) => join(lib, f));
   const models = join(REPO_ROOT, 'src', 'models');
-  const refs = readdirSync(models).filter((f) => f.endsWith('-reference.ts')).map((f) => join(models, f));
+  const refs = readdirSync(models)
+    .filter((f) => f.endsWith('-reference.ts'))
+    .map((f) => join(models, f));
   return [...common, ...libFiles, ...refs];
 }
 
@@ -262,10 +259,17 @@ export async function buildModel(id: string, outDir: string, opts: { force?: boo
   if (!p) throw new Error(`unknown model id "${id}" (known: ${MODEL_IDS.join(', ')})`);
   if (p.arch === 'gpt2') {
     const params = { id, arch: 'gpt2', config: p.config, seed: p.seed, scale: p.scale };
-    return ensureOne(id, outDir, params, 'gpt2', async () => {
-      const w = seededGpt2Weights(p.config, { seed: p.seed, scale: p.scale });
-      await writeGpt2Model(outDir, id, w, seededSourceInfo({ seed: p.seed, scale: p.scale }));
-    }, !!opts.force);
+    return ensureOne(
+      id,
+      outDir,
+      params,
+      'gpt2',
+      async () => {
+        const w = seededGpt2Weights(p.config, { seed: p.seed, scale: p.scale });
+        await writeGpt2Model(outDir, id, w, seededSourceInfo({ seed: p.seed, scale: p.scale }));
+      },
+      !!opts.force,
+    );
   }
   const params = { id, arch: 'mamba', preset: p.preset };
   return ensureOne(id, outDir, params, 'mamba', () => buildMamba(outDir, p.preset), !!opts.force);
@@ -316,10 +320,17 @@ export async function buildFromSafetensors(path: string, id: string, outDir: str
   const arch = await safetensorsArch(abs);
   const params = { id, arch, safetensors_sha256: fileSha, n_head: opts.n_head ?? null };
   if (arch === 'mamba') return ensureOne(id, outDir, params, 'mamba', () => buildMamba(outDir, 'mamba-130m-shape', abs), !!opts.force);
-  return ensureOne(id, outDir, params, 'gpt2', async () => {
-    const { weights, info } = await gpt2WeightsFromSafetensors(abs, opts.n_head ? { n_head: opts.n_head } : {});
-    await writeGpt2Model(outDir, id, weights, info);
-  }, !!opts.force);
+  return ensureOne(
+    id,
+    outDir,
+    params,
+    'gpt2',
+    async () => {
+      const { weights, info } = await gpt2WeightsFromSafetensors(abs, opts.n_head ? { n_head: opts.n_head } : {});
+      await writeGpt2Model(outDir, id, weights, info);
+    },
+    !!opts.force,
+  );
 }
 
 // --------------------------------------------------------------------- CLI
@@ -333,7 +344,11 @@ function parseArgs(argv: string[]) {
       if (x === undefined) throw new Error(`${k} needs a value`);
       return x;
     };
-    if (k === '--models') a.models = v().split(',').map((s) => s.trim()).filter(Boolean);
+    if (k === '--models')
+      a.models = v()
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     else if (k === '--out') a.out = v();
     else if (k === '--from-safetensors') a.from = v();
     else if (k === '--id') a.id = v();
@@ -363,7 +378,7 @@ async function main() {
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main().catch((e) => {
-    console.error(`[make-models] ${e instanceof Error ? e.stack ?? e.message : e}`);
+    console.error(`[make-models] ${e instanceof Error ? (e.stack ?? e.message) : e}`);
     process.exit(1);
   });
 }

@@ -35,11 +35,13 @@ if (only !== 'unit') {
   e2eStatus = run('npx', ['playwright', 'test'], { CI: process.env.CI ?? '' });
 }
 
-let passed = 0, failed = 0, skipped = 0;
+let passed = 0,
+  failed = 0,
+  skipped = 0;
 if (existsSync('test-results/unit.json')) {
   const u = JSON.parse(readFileSync('test-results/unit.json', 'utf8'));
   passed += u.numPassedTests ?? 0;
-  failed += (u.numFailedTests ?? 0);
+  failed += u.numFailedTests ?? 0;
   skipped += (u.numPendingTests ?? 0) + (u.numTodoTests ?? 0);
   // A file that failed to load has no tests but is a failure.
   failed += (u.testResults ?? []).filter((f) => f.status === 'failed' && (f.assertionResults ?? []).length === 0).length;
@@ -48,8 +50,8 @@ if (existsSync('test-results/e2e.json')) {
   const e = JSON.parse(readFileSync('test-results/e2e.json', 'utf8'));
   const s = e.stats ?? {};
   passed += (s.expected ?? 0) + (s.flaky ?? 0);
-  failed += (s.unexpected ?? 0);
-  skipped += (s.skipped ?? 0);
+  failed += s.unexpected ?? 0;
+  skipped += s.skipped ?? 0;
   if ((e.errors ?? []).length) failed += e.errors.length;
 } else if (only !== 'unit') failed += 1;
 

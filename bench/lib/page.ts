@@ -99,7 +99,13 @@ const bench = {
         software = Boolean(i.isFallbackAdapter ?? a.isFallbackAdapter) || /swiftshader|llvmpipe|software/i.test(adapter);
       }
     }
-    return { userAgent: navigator.userAgent, hardwareConcurrency: navigator.hardwareConcurrency, crossOriginIsolated: self.crossOriginIsolated, adapter, software };
+    return {
+      userAgent: navigator.userAgent,
+      hardwareConcurrency: navigator.hardwareConcurrency,
+      crossOriginIsolated: self.crossOriginIsolated,
+      adapter,
+      software,
+    };
   },
 
   async load(model: string, device: DeviceChoice) {
@@ -129,7 +135,12 @@ const bench = {
       const cs = await c.createState({ tokens: full });
       const inf = await c.infer({ stateKey: cs.stateKey, maxNewTokens: o.gen });
       const ms = now() - t;
-      naive.push({ ms, computeMs: cs.timings.prefillMs + inf.timings.prefillMs + inf.timings.generateMs, tokens: cs.processed + inf.savings.tokensProcessed, out: inf.outputTokens });
+      naive.push({
+        ms,
+        computeMs: cs.timings.prefillMs + inf.timings.prefillMs + inf.timings.generateMs,
+        tokens: cs.processed + inf.savings.tokensProcessed,
+        out: inf.outputTokens,
+      });
       hist = [...full, ...inf.outputTokens];
       log(`naive step ${i + 1}/${deltas.length}: ${full.length} tokens, ${Math.round(ms)} ms`);
     }
@@ -150,7 +161,17 @@ const bench = {
     log(`cached loop: ${Math.round(cachedMs)} ms`);
     const h = await c.health();
     const final = await c.getState(key);
-    return { baseProcessed: cs.processed, baseMs, cachedMs, naive, cached, deltaTokens: o.deltas, health: { bytesStored: h.bytesStored, logicalBytes: h.logicalBytes, states: h.statesStored }, finalBytes: final.bytes, finalTokens: final.tokens };
+    return {
+      baseProcessed: cs.processed,
+      baseMs,
+      cachedMs,
+      naive,
+      cached,
+      deltaTokens: o.deltas,
+      health: { bytesStored: h.bytesStored, logicalBytes: h.logicalBytes, states: h.statesStored },
+      finalBytes: final.bytes,
+      finalTokens: final.tokens,
+    };
   },
 
   /** Recompute a base vs restore it from the hot tier and from IndexedDB, and the raw read floor. */
@@ -270,8 +291,17 @@ async function rawReadFloor(key: string): Promise<number> {
     q.onerror = () => rej(q.error);
   });
   try {
-    const req = <T>(r: IDBRequest<T>) => new Promise<T>((res, rej) => ((r.onsuccess = () => res(r.result)), (r.onerror = () => rej(r.error))));
-    const manifest = (await req(db.transaction('kv', 'readonly').objectStore('kv').get('m:' + key))) as { blocks: { key: string }[] } | undefined;
+    const req = <T>(r: IDBRequest<T>) =>
+      new Promise<T>((res, rej) => {
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+    const manifest = (await req(
+      db
+        .transaction('kv', 'readonly')
+        .objectStore('kv')
+        .get('m:' + key),
+    )) as { blocks: { key: string }[] } | undefined;
     if (!manifest) throw new Error(`bench: no manifest for ${key}`);
     const t = now();
     const s = db.transaction('kv', 'readonly').objectStore('kv');

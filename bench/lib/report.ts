@@ -68,7 +68,11 @@ export function mdTable(head: string[], rows: string[][]): string {
 
 function machineLine(r: BenchResults): string {
   const b = r.browser;
-  const gpu = r.devices.includes('webgpu') ? `; WebGPU adapter: ${b.webgpuAdapter ?? 'none'}${b.webgpuSoftware ? ' (software)' : ''}` : b.webgpuAdapter ? `; WebGPU adapter ${b.webgpuAdapter}${b.webgpuSoftware ? ' (software, not benchmarked on big models)' : ''}` : '; no WebGPU adapter';
+  const gpu = r.devices.includes('webgpu')
+    ? `; WebGPU adapter: ${b.webgpuAdapter ?? 'none'}${b.webgpuSoftware ? ' (software)' : ''}`
+    : b.webgpuAdapter
+      ? `; WebGPU adapter ${b.webgpuAdapter}${b.webgpuSoftware ? ' (software, not benchmarked on big models)' : ''}`
+      : '; no WebGPU adapter';
   return (
     `${r.mode} run, ${r.date.slice(0, 16).replace('T', ' ')} UTC, commit \`${r.commit.slice(0, 10)}${r.dirty ? '+dirty' : ''}\`; ` +
     `${r.machine.cores} CPU cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB; ${b.name} ${b.version}, ` +
@@ -89,7 +93,7 @@ export function toMarkdown(r: BenchResults): string {
   out.push('Timings are the median of several runs, with (min–max). Ratios are taken within this one run.', '');
 
   if (r.agentLoop.length) {
-    out.push('## Agent loop (State Pack\'s)', '');
+    out.push("## Agent loop (State Pack's)", '');
     const a0 = r.agentLoop[0]!;
     out.push(
       `A ${a0.baseTokens}-token base, then ${a0.steps} steps, each adding a delta of ${Math.min(...a0.deltaTokens)}–${Math.max(...a0.deltaTokens)} tokens and generating ${a0.newTokensPerStep} tokens greedily. ` +
@@ -99,7 +103,20 @@ export function toMarkdown(r: BenchResults): string {
     );
     out.push(
       mdTable(
-        ['model · device', 'input tokens naive', 'cached (with base)', 'saved', 'naive time', 'cached time', 'speedup', 'vs naive compute only', 'speedup, base already stored', 'step naive', 'step cached', 'identical outputs'],
+        [
+          'model · device',
+          'input tokens naive',
+          'cached (with base)',
+          'saved',
+          'naive time',
+          'cached time',
+          'speedup',
+          'vs naive compute only',
+          'speedup, base already stored',
+          'step naive',
+          'step cached',
+          'identical outputs',
+        ],
         r.agentLoop.map((a) => [
           target(a),
           fmtInt(a.naiveTokens),
@@ -129,12 +146,24 @@ export function toMarkdown(r: BenchResults): string {
     out.push('## Base-cache hit: restore vs re-prefill', '');
     out.push(
       'Recompute: createState of the base in a cleared store (prefill + store write). Hot: restore from the in-memory tier; stored: from IndexedDB after dropHot(), every blob digest-checked ' +
-        '(both as timed by the worker). First logits: wall time of an infer() that restores the base and computes its next-token logits (GPT-2 re-runs the last token; Mamba takes one new token). Floor: a raw IndexedDB read of the same blobs plus SHA-256, in the page. State Pack\'s seed reports 0.951 s → 0.003 s.',
+        "(both as timed by the worker). First logits: wall time of an infer() that restores the base and computes its next-token logits (GPT-2 re-runs the last token; Mamba takes one new token). Floor: a raw IndexedDB read of the same blobs plus SHA-256, in the page. State Pack's seed reports 0.951 s → 0.003 s.",
       '',
     );
     out.push(
       mdTable(
-        ['model · device', 'tokens', 'state', 'recompute', 'hot restore', 'stored restore', 'floor', 'hot: faster', 'stored: faster', 'first logits hot', 'first logits stored'],
+        [
+          'model · device',
+          'tokens',
+          'state',
+          'recompute',
+          'hot restore',
+          'stored restore',
+          'floor',
+          'hot: faster',
+          'stored: faster',
+          'first logits hot',
+          'first logits stored',
+        ],
         r.restore.map((x) => [
           target(x),
           String(x.tokens),
@@ -154,10 +183,15 @@ export function toMarkdown(r: BenchResults): string {
 
     const prof = r.restore.filter((x) => x.storedProfile);
     if (prof.length) {
-      out.push('Where a restore from IndexedDB goes (one run, each step timed alone in the page): prefix keys = SHA-256 chain key of every prefix length; manifests = one IndexedDB get per prefix key; block chain = the 16-token block hashes; read = blobs read, digest-checked and joined.', '');
+      out.push(
+        'Where a restore from IndexedDB goes (one run, each step timed alone in the page): prefix keys = SHA-256 chain key of every prefix length; manifests = one IndexedDB get per prefix key; block chain = the 16-token block hashes; read = blobs read, digest-checked and joined.',
+        '',
+      );
       for (const x of prof) {
         const p = x.storedProfile!;
-        out.push(`- ${target(x)}, ${x.tokens} tokens: prefix keys ${fmtMs(p.prefixKeysMs)}, manifests ${fmtMs(p.manifestsMs)}, block chain ${fmtMs(p.blockChainMs)}, read ${fmtMs(p.getStateMs)} (floor ${fmtMs(x.floorMs.median)})`);
+        out.push(
+          `- ${target(x)}, ${x.tokens} tokens: prefix keys ${fmtMs(p.prefixKeysMs)}, manifests ${fmtMs(p.manifestsMs)}, block chain ${fmtMs(p.blockChainMs)}, read ${fmtMs(p.getStateMs)} (floor ${fmtMs(x.floorMs.median)})`,
+        );
       }
       out.push('');
     }
@@ -165,10 +199,23 @@ export function toMarkdown(r: BenchResults): string {
 
   if (r.continue.length) {
     out.push('## Prefill vs continue from a stored state', '');
-    out.push('Prefill of the base (no cache, nothing stored) against infer() of a few new tokens on the stored base (0 generated; it restores the base, runs the new tokens and stores the new state), and the same new tokens prefilled with no base and nothing stored.', '');
+    out.push(
+      'Prefill of the base (no cache, nothing stored) against infer() of a few new tokens on the stored base (0 generated; it restores the base, runs the new tokens and stores the new state), and the same new tokens prefilled with no base and nothing stored.',
+      '',
+    );
     out.push(
       mdTable(
-        ['model · device', 'base', 'new', 'prefill base', 'continue (hot)', 'continue (stored)', 'new tokens alone', 'prefill / continue hot', 'continue hot / alone'],
+        [
+          'model · device',
+          'base',
+          'new',
+          'prefill base',
+          'continue (hot)',
+          'continue (stored)',
+          'new tokens alone',
+          'prefill / continue hot',
+          'continue hot / alone',
+        ],
         r.continue.map((c) => [
           target(c),
           String(c.baseTokens),
@@ -187,10 +234,13 @@ export function toMarkdown(r: BenchResults): string {
 
   if (r.storage.length) {
     out.push('## Storage', '');
-    out.push('Agent loop: unique blob bytes in IndexedDB after the cached loop, against the KV bytes of its unique tokens (the final state) and against every state stored whole. Agents: one base plus N continuations of it.', '');
+    out.push(
+      'Agent loop: unique blob bytes in IndexedDB after the cached loop, against the KV bytes of its unique tokens (the final state) and against every state stored whole. Agents: one base plus N continuations of it.',
+      '',
+    );
     out.push(
       mdTable(
-        ['model · device', 'states', 'stored', 'unique tokens\' KV', 'ratio', 'if stored whole', 'agents', 'agents stored', 'agents as copies', 'base'],
+        ['model · device', 'states', 'stored', "unique tokens' KV", 'ratio', 'if stored whole', 'agents', 'agents stored', 'agents as copies', 'base'],
         r.storage.map((s) => [
           target(s),
           String(s.states),
@@ -215,7 +265,15 @@ export function toMarkdown(r: BenchResults): string {
     out.push(
       mdTable(
         ['model · device', 'tokens', 'state', 're-prefill', 'restore (hot)', 'restore (stored)', 'speedup (hot)'],
-        r.mambaRestore.map((m) => [target(m) + (m.from ? ' *' : ''), fmtInt(m.tokens), fmtBytes(m.stateBytes), fmtStat(m.reprefillMs), fmtStat(m.restoreMs), fmtStat(m.restoreStoredMs), fmtRatio(m.reprefillMs.median, m.restoreMs.median)]),
+        r.mambaRestore.map((m) => [
+          target(m) + (m.from ? ' *' : ''),
+          fmtInt(m.tokens),
+          fmtBytes(m.stateBytes),
+          fmtStat(m.reprefillMs),
+          fmtStat(m.restoreMs),
+          fmtStat(m.restoreStoredMs),
+          fmtRatio(m.reprefillMs.median, m.restoreMs.median),
+        ]),
       ),
       '',
     );
@@ -223,7 +281,13 @@ export function toMarkdown(r: BenchResults): string {
 
   if (r.loads.length) {
     out.push('## Model load', '');
-    out.push(mdTable(['model · device', 'load (page wall)', 'worker', 'threads', 'device reason'], r.loads.map((l) => [target(l), fmtMs(l.wallMs), fmtMs(l.loadMs), String(l.threads), l.deviceReason])), '');
+    out.push(
+      mdTable(
+        ['model · device', 'load (page wall)', 'worker', 'threads', 'device reason'],
+        r.loads.map((l) => [target(l), fmtMs(l.wallMs), fmtMs(l.loadMs), String(l.threads), l.deviceReason]),
+      ),
+      '',
+    );
   }
 
   if (r.codecs.length) {
@@ -233,7 +297,14 @@ export function toMarkdown(r: BenchResults): string {
     out.push(
       mdTable(
         ['model', 'codec', 'bytes', 'max logit error', 'greedy match', 'chosen'],
-        r.codecs.map((c) => [c.model, c.codec, fmtBytes(c.bytes), Number.isFinite(c.maxLogitError) ? c.maxLogitError.toExponential(2) : '—', c.greedyMatch ? 'yes' : 'no', c.chosen ? 'yes' : '']),
+        r.codecs.map((c) => [
+          c.model,
+          c.codec,
+          fmtBytes(c.bytes),
+          Number.isFinite(c.maxLogitError) ? c.maxLogitError.toExponential(2) : '—',
+          c.greedyMatch ? 'yes' : 'no',
+          c.chosen ? 'yes' : '',
+        ]),
       ),
       '',
     );
@@ -244,7 +315,10 @@ export function toMarkdown(r: BenchResults): string {
     for (const s of r.skipped) out.push(`- ${s.what}: ${s.reason}`);
     out.push('');
   }
-  out.push(`_Generated by \`npm run bench${r.mode === 'quick' ? ' -- --quick' : ''}\` in ${Math.round(r.durationS)} s; the numbers are in the JSON file of the same name._`, '');
+  out.push(
+    `_Generated by \`npm run bench${r.mode === 'quick' ? ' -- --quick' : ''}\` in ${Math.round(r.durationS)} s; the numbers are in the JSON file of the same name._`,
+    '',
+  );
   return out.join('\n');
 }
 
@@ -260,7 +334,12 @@ export function readmeSection(r: BenchResults, mdPath = 'bench/results/latest.md
   const rows: string[][] = [];
   const a = pick(r.agentLoop);
   if (a) {
-    rows.push([`Agent loop, input tokens (${a.steps} steps on a ${a.baseTokens}-token base)`, '93% fewer', `${fmtPct(a.tokensSavedPct)} fewer (${fmtInt(a.naiveTokens)} → ${fmtInt(a.cachedTokens)})`, a.model]);
+    rows.push([
+      `Agent loop, input tokens (${a.steps} steps on a ${a.baseTokens}-token base)`,
+      '93% fewer',
+      `${fmtPct(a.tokensSavedPct)} fewer (${fmtInt(a.naiveTokens)} → ${fmtInt(a.cachedTokens)})`,
+      a.model,
+    ]);
     rows.push([
       'Agent loop, wall time',
       '6.4× faster',
@@ -288,14 +367,33 @@ export function readmeSection(r: BenchResults, mdPath = 'bench/results/latest.md
     ]);
   const s = pick(r.storage);
   if (s) {
-    rows.push([`Bytes stored, base + ${s.states - 1} chained steps`, '', `${fmtBytes(s.chainBytes)} for ${fmtBytes(s.uniqueKvBytes)} of unique KV (ratio ${s.ratio.toFixed(3)}; ${fmtBytes(s.chainLogicalBytes)} if stored whole)`, s.model]);
-    rows.push([`${s.agents} agents sharing one base`, '', `${fmtBytes(s.agentsBytes)} vs ${fmtBytes(s.naiveAgentsBytes)} as copies (${fmtRatio(s.naiveAgentsBytes, s.agentsBytes)} smaller)`, s.model]);
+    rows.push([
+      `Bytes stored, base + ${s.states - 1} chained steps`,
+      '',
+      `${fmtBytes(s.chainBytes)} for ${fmtBytes(s.uniqueKvBytes)} of unique KV (ratio ${s.ratio.toFixed(3)}; ${fmtBytes(s.chainLogicalBytes)} if stored whole)`,
+      s.model,
+    ]);
+    rows.push([
+      `${s.agents} agents sharing one base`,
+      '',
+      `${fmtBytes(s.agentsBytes)} vs ${fmtBytes(s.naiveAgentsBytes)} as copies (${fmtRatio(s.naiveAgentsBytes, s.agentsBytes)} smaller)`,
+      s.model,
+    ]);
   }
   for (const m of r.mambaRestore.filter((x) => x.device === 'wasm')) {
-    rows.push([`Mamba restore vs re-prefill, ${fmtInt(m.tokens)} tokens`, '', `${fmtMs(m.reprefillMs.median)} → ${fmtMs(m.restoreMs.median)} (${fmtRatio(m.reprefillMs.median, m.restoreMs.median)})${m.from ? ' (separate run)' : ''}`, m.model]);
+    rows.push([
+      `Mamba restore vs re-prefill, ${fmtInt(m.tokens)} tokens`,
+      '',
+      `${fmtMs(m.reprefillMs.median)} → ${fmtMs(m.restoreMs.median)} (${fmtRatio(m.reprefillMs.median, m.restoreMs.median)})${m.from ? ' (separate run)' : ''}`,
+      m.model,
+    ]);
   }
   for (const l of r.loads.filter((x) => x.device === 'wasm')) rows.push([`Model load, ${l.model}`, '', fmtMs(l.wallMs), l.model]);
-  const lines = [mdTable(['measurement', 'seed claims', 'statecart, this run (WASM)', 'model'], rows), '', `_${machineLine(r)} Full tables: [${mdPath}](${mdPath})._`];
+  const lines = [
+    mdTable(['measurement', 'seed claims', 'statecart, this run (WASM)', 'model'], rows),
+    '',
+    `_${machineLine(r)} Full tables: [${mdPath}](${mdPath})._`,
+  ];
   if (r.note) lines.push('', `_${r.note}_`);
   return lines.join('\n');
 }
@@ -312,15 +410,26 @@ export function replaceBetweenMarkers(doc: string, content: string): string | nu
 export function consoleSummary(r: BenchResults): string {
   const lines: string[] = [];
   for (const a of r.agentLoop)
-    lines.push(`agent loop  ${target(a).padEnd(40)} tokens ${a.naiveTokens} → ${a.cachedTokens} (${fmtPct(a.tokensSavedPct)} fewer)  time ${fmtMs(a.naiveMs)} → ${fmtMs(a.cachedMs)} (${fmtRatio(a.naiveMs, a.cachedMs)})  identical: ${a.identicalOutputs}`);
+    lines.push(
+      `agent loop  ${target(a).padEnd(40)} tokens ${a.naiveTokens} → ${a.cachedTokens} (${fmtPct(a.tokensSavedPct)} fewer)  time ${fmtMs(a.naiveMs)} → ${fmtMs(a.cachedMs)} (${fmtRatio(a.naiveMs, a.cachedMs)})  identical: ${a.identicalOutputs}`,
+    );
   for (const a of r.agentLoop) if (a.cachedBreakdown) lines.push(`            cached step (median): ${breakdownText(a.cachedBreakdown)}`);
   for (const x of r.restore)
-    lines.push(`restore     ${target(x).padEnd(40)} ${String(x.tokens).padStart(5)} tok  recompute ${fmtStat(x.recomputeMs)}  hot ${fmtStat(x.hotMs)}  stored ${fmtStat(x.storedMs)}  floor ${fmtStat(x.floorMs)}`);
+    lines.push(
+      `restore     ${target(x).padEnd(40)} ${String(x.tokens).padStart(5)} tok  recompute ${fmtStat(x.recomputeMs)}  hot ${fmtStat(x.hotMs)}  stored ${fmtStat(x.storedMs)}  floor ${fmtStat(x.floorMs)}`,
+    );
   for (const c of r.continue)
-    lines.push(`continue    ${target(c).padEnd(40)} prefill ${c.baseTokens}: ${fmtStat(c.prefillBaseMs)}  +${c.newTokens} hot: ${fmtStat(c.continueHotMs)}  stored: ${fmtStat(c.continueStoredMs)}  alone: ${fmtStat(c.freshMs)}`);
+    lines.push(
+      `continue    ${target(c).padEnd(40)} prefill ${c.baseTokens}: ${fmtStat(c.prefillBaseMs)}  +${c.newTokens} hot: ${fmtStat(c.continueHotMs)}  stored: ${fmtStat(c.continueStoredMs)}  alone: ${fmtStat(c.freshMs)}`,
+    );
   for (const s of r.storage)
-    lines.push(`storage     ${target(s).padEnd(40)} chain ${fmtBytes(s.chainBytes)} / unique ${fmtBytes(s.uniqueKvBytes)} = ${s.ratio.toFixed(3)}  agents ${s.agents}: ${fmtBytes(s.agentsBytes)} vs ${fmtBytes(s.naiveAgentsBytes)}`);
-  for (const m of r.mambaRestore) lines.push(`mamba       ${target(m).padEnd(40)} ${String(m.tokens).padStart(5)} tok  re-prefill ${fmtStat(m.reprefillMs)}  restore ${fmtStat(m.restoreMs)}  stored ${fmtStat(m.restoreStoredMs)}`);
+    lines.push(
+      `storage     ${target(s).padEnd(40)} chain ${fmtBytes(s.chainBytes)} / unique ${fmtBytes(s.uniqueKvBytes)} = ${s.ratio.toFixed(3)}  agents ${s.agents}: ${fmtBytes(s.agentsBytes)} vs ${fmtBytes(s.naiveAgentsBytes)}`,
+    );
+  for (const m of r.mambaRestore)
+    lines.push(
+      `mamba       ${target(m).padEnd(40)} ${String(m.tokens).padStart(5)} tok  re-prefill ${fmtStat(m.reprefillMs)}  restore ${fmtStat(m.restoreMs)}  stored ${fmtStat(m.restoreStoredMs)}`,
+    );
   for (const l of r.loads) lines.push(`load        ${target(l).padEnd(40)} ${fmtMs(l.wallMs)} (threads ${l.threads})`);
   for (const s of r.skipped) lines.push(`skipped     ${s.what}: ${s.reason}`);
   return lines.join('\n');

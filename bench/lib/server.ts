@@ -16,7 +16,12 @@ const ISOLATION = {
   'Cross-Origin-Resource-Policy': 'same-origin',
 };
 
-const TYPES: Record<string, string> = { '.json': 'application/json', '.onnx': 'application/octet-stream', '.bin': 'application/octet-stream', '.safetensors': 'application/octet-stream' };
+const TYPES: Record<string, string> = {
+  '.json': 'application/json',
+  '.onnx': 'application/octet-stream',
+  '.bin': 'application/octet-stream',
+  '.safetensors': 'application/octet-stream',
+};
 
 /** Serves GET /models/<id>/<file> from `cacheRoot/<id>/<file>` when that file exists; anything else falls through to Vite. */
 export function cacheModelsPlugin(cacheRoot: string): Plugin {
@@ -28,7 +33,12 @@ export function cacheModelsPlugin(cacheRoot: string): Plugin {
     // No escaping the cache folder through "..".
     if (!file.startsWith(normalize(cacheRoot) + sep) || !existsSync(file) || !statSync(file).isFile()) return next();
     const size = statSync(file).size;
-    res.writeHead(200, { ...ISOLATION, 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': String(size), 'Cache-Control': 'no-cache' });
+    res.writeHead(200, {
+      ...ISOLATION,
+      'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
+      'Content-Length': String(size),
+      'Cache-Control': 'no-cache',
+    });
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).pipe(res);
   };
@@ -40,7 +50,11 @@ export function cacheModelsPlugin(cacheRoot: string): Plugin {
   };
 }
 
-export async function startServer(o: { root: string; port: number; cacheRoot: string }): Promise<{ url: string; close: () => Promise<void>; server: ViteDevServer }> {
+export async function startServer(o: {
+  root: string;
+  port: number;
+  cacheRoot: string;
+}): Promise<{ url: string; close: () => Promise<void>; server: ViteDevServer }> {
   const server = await createServer({
     root: o.root,
     configFile: join(o.root, 'vite.config.ts'),

@@ -149,10 +149,8 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
     return g.mul(g.op1('Div', [x, r]), w);
   };
   const silu = (x: string): string => g.mul(x, g.op1('Sigmoid', [x]));
-  const softplus = (x: string): string =>
-    g.add(g.op1('Relu', [x]), g.op1('Log', [g.add(g.float(1), g.op1('Exp', [g.op1('Neg', [g.op1('Abs', [x])])]))]));
-  const slice = (x: string, start: number, end: number, axis: number): string =>
-    g.op1('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])]);
+  const softplus = (x: string): string => g.add(g.op1('Relu', [x]), g.op1('Log', [g.add(g.float(1), g.op1('Exp', [g.op1('Neg', [g.op1('Abs', [x])])]))]));
+  const slice = (x: string, start: number, end: number, axis: number): string => g.op1('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])]);
   const cumsum = (x: string, axis: number): string => g.op1('CumSum', [x, g.int(axis)]);
   const exp = (x: string): string => g.op1('Exp', [x]);
   // [n, n, 1, 1]: 0 where row j may see column i (i ≤ j, or i < j), −1e30 elsewhere. Added to
@@ -203,7 +201,12 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
     } else if (kind === 'tail') {
       const L = cumsum(a, 0); // [T, E, N]
       const diff = g.op1('Sub', [g.unsqueeze(L, [1]), g.unsqueeze(L, [0])]); // [t, s, E, N] = L_t − L_s
-      const w = exp(g.add(diff, causalBias(() => g.dimScalar(a, 0), true))); // s ≤ t
+      const w = exp(
+        g.add(
+          diff,
+          causalBias(() => g.dimScalar(a, 0), true),
+        ),
+      ); // s ≤ t
       const within = g.op1('ReduceSum', [g.mul(w, g.unsqueeze(u, [0])), g.ints([1])], { keepdims: 0 });
       hs = g.add(within, g.mul(exp(L), h0));
     } else {
@@ -231,7 +234,12 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
       const Gin = cumsum(Dsub, 0); // decay through the end of sub-chunk j
       const Gex = g.op1('Sub', [Gin, Dsub]); // decay before sub-chunk j
       const diff = g.op1('Sub', [g.unsqueeze(Gex, [1]), g.unsqueeze(Gin, [0])]); // [j, i, E, N]
-      const w = exp(g.add(diff, causalBias(() => g.dimScalar(Dsub, 0), false))); // i < j
+      const w = exp(
+        g.add(
+          diff,
+          causalBias(() => g.dimScalar(Dsub, 0), false),
+        ),
+      ); // i < j
       const cross = g.op1('ReduceSum', [g.mul(w, g.unsqueeze(S, [0])), g.ints([1])], { keepdims: 0 });
       const H = g.add(cross, g.mul(exp(Gex), h0)); // [M, E, N] state entering sub-chunk j
       hs = g.reshape(g.add(g.mul(exp(L), g.unsqueeze(H, [1])), intra), [-1, E, N]);
@@ -321,7 +329,8 @@ export function mambaWeightsFromTensors(tensors: Map<string, { dtype: string; sh
   const head = tensors.get('lm_head.weight');
   if (head) {
     const h = toF32(head.dtype, head.data);
-    if (h.length !== embeddings.length || h.some((v, i) => v !== embeddings[i])) throw new Error('lm_head.weight differs from the embeddings: untied heads are not supported');
+    if (h.length !== embeddings.length || h.some((v, i) => v !== embeddings[i]))
+      throw new Error('lm_head.weight differs from the embeddings: untied heads are not supported');
   }
   const layers: MambaLayerWeights[] = [];
   for (let l = 0; l < n_layer; l++) {
@@ -343,10 +352,17 @@ export function mambaWeightsFromTensors(tensors: Map<string, { dtype: string; sh
   return { dims, embeddings, layers, norm_f: get('backbone.norm_f.weight', [D]) };
 }
 
-
 export interface MambaHubConversion {
   /** statecart.json's content, as scripts/lib/mamba-model.ts writes it for the same weights. */
-  statecart: { id: string; arch: 'mamba'; config: MambaDims & { chunk: number; subchunk: number }; dtype: 'fp32'; weights_sha256: string; weight_source: Record<string, unknown>; files: { prefill: string; tail: string; step: string; weights: string } };
+  statecart: {
+    id: string;
+    arch: 'mamba';
+    config: MambaDims & { chunk: number; subchunk: number };
+    dtype: 'fp32';
+    weights_sha256: string;
+    weight_source: Record<string, unknown>;
+    files: { prefill: string; tail: string; step: string; weights: string };
+  };
   /** The files createMambaModel reads, by path under the model folder (statecart.json, onnx/*). */
   files: Map<string, Uint8Array>;
 }
@@ -358,7 +374,10 @@ export interface MambaHubConversion {
  * weights_sha256, hence the same model fingerprint and state keys, as the
  * files that scripts/make-models.ts writes.
  */
-export async function convertMambaCheckpoint(safetensors: Uint8Array, o: { id: string; chunk?: number; subchunk?: number; revision?: string }): Promise<MambaHubConversion> {
+export async function convertMambaCheckpoint(
+  safetensors: Uint8Array,
+  o: { id: string; chunk?: number; subchunk?: number; revision?: string },
+): Promise<MambaHubConversion> {
   const chunk = o.chunk ?? 64;
   const subchunk = o.subchunk ?? SUBCHUNK;
   if (chunk <= 0 || chunk % subchunk !== 0) throw new Error(`chunk must be a positive multiple of ${subchunk}`);
@@ -377,7 +396,13 @@ export async function convertMambaCheckpoint(safetensors: Uint8Array, o: { id: s
     config: { ...weights.dims, chunk, subchunk },
     dtype: 'fp32',
     weights_sha256: await sha256Hex(packed.bytes),
-    weight_source: { kind: 'safetensors', file: 'model.safetensors', sha256: fileSha, converted: 'in the browser', ...(o.revision ? { revision: o.revision } : {}) },
+    weight_source: {
+      kind: 'safetensors',
+      file: 'model.safetensors',
+      sha256: fileSha,
+      converted: 'in the browser',
+      ...(o.revision ? { revision: o.revision } : {}),
+    },
     files: { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: `onnx/${WEIGHTS_FILE}` },
   };
   files.set('statecart.json', new TextEncoder().encode(JSON.stringify(statecart, null, 2) + '\n'));

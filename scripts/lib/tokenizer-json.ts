@@ -44,9 +44,7 @@ export function buildGpt2TokenizerFiles(modelMaxLength = 1024): TokenizerFiles {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: [
-      { id: GPT2_EOS_ID, content: GPT2_EOS, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true },
-    ],
+    added_tokens: [{ id: GPT2_EOS_ID, content: GPT2_EOS, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
     normalizer: null,
     pre_tokenizer: byteLevel,
     post_processor: { ...byteLevel, trim_offsets: false },

@@ -140,7 +140,10 @@ export function gpt2WeightsFromTensors(
 }
 
 /** Reads an HF gpt2-layout model.safetensors. Uses src/formats/safetensors.ts. */
-export async function gpt2WeightsFromSafetensors(path: string, o: SafetensorsGpt2Options = {}): Promise<{ weights: GPT2Weights; info: Record<string, unknown> }> {
+export async function gpt2WeightsFromSafetensors(
+  path: string,
+  o: SafetensorsGpt2Options = {},
+): Promise<{ weights: GPT2Weights; info: Record<string, unknown> }> {
   const bytes = new Uint8Array(await readFile(path));
   const opts: SafetensorsGpt2Options = { ...o };
   const cfgPath = join(dirname(path), 'config.json');

@@ -1,7 +1,15 @@
 import type { StateStore } from '../store/store.ts';
 import type { Manifest } from '../store/manifest.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
-import { buildCartridge, parseCartridge, resolveDelta, CARTRIDGE_FORMAT, type CartridgeCodec, type CartridgeConfig, type ExpectedModel } from '../formats/cartridge.ts';
+import {
+  buildCartridge,
+  parseCartridge,
+  resolveDelta,
+  CARTRIDGE_FORMAT,
+  type CartridgeCodec,
+  type CartridgeConfig,
+  type ExpectedModel,
+} from '../formats/cartridge.ts';
 import { parseSafetensorsHeader } from '../formats/safetensors.ts';
 import { isCodecName, codecs, type CodecName, type CodecParams } from '../formats/codecs.ts';
 import { prefixKeys } from '../core/state-key.ts';
@@ -86,7 +94,14 @@ export function cartridgeConfig(model: StateModel): CartridgeConfig {
 }
 
 export function expectedModel(model: StateModel): ExpectedModel {
-  return { modelFp: model.fingerprint, modelId: model.id, arch: model.arch, config: cartridgeConfig(model), vocabSize: model.vocabSize, maxTokens: model.maxTokens };
+  return {
+    modelFp: model.fingerprint,
+    modelId: model.id,
+    arch: model.arch,
+    config: cartridgeConfig(model),
+    vocabSize: model.vocabSize,
+    maxTokens: model.maxTokens,
+  };
 }
 
 /** The most data bytes a cartridge of this model can hold (a GPT-2 state grows with its tokens, up to the context). */
@@ -114,7 +129,10 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
   if (!m) throw new StateNotFound(`No stored state has the key ${key}; nothing to export.`, { key });
   const model = await host.getModel(m.modelId);
   if (model.fingerprint !== m.modelFp) {
-    throw new ModelMismatch(`State ${key} belongs to another build of ${m.modelId} (fingerprint ${m.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…); load its model to export it.`, { key });
+    throw new ModelMismatch(
+      `State ${key} belongs to another build of ${m.modelId} (fingerprint ${m.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…); load its model to export it.`,
+      { key },
+    );
   }
   let parent: { stateKey: string; tokens: number; state?: ModelState } | undefined;
   if (opts.delta !== undefined) {
@@ -122,13 +140,19 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
     const keys = await prefixKeys(m.modelFp, m.tokens);
     const L = keys.indexOf(opts.delta) + 1;
     if (L === 0) {
-      throw new InvalidInput(`exportCartridge: state ${key} does not continue ${opts.delta} (that key is not the key of any prefix of its ${m.tokens.length} tokens); pick one of its ancestors, e.g. its parent ${m.parent ?? '(none recorded)'}.`, { key, parent: opts.delta });
+      throw new InvalidInput(
+        `exportCartridge: state ${key} does not continue ${opts.delta} (that key is not the key of any prefix of its ${m.tokens.length} tokens); pick one of its ancestors, e.g. its parent ${m.parent ?? '(none recorded)'}.`,
+        { key, parent: opts.delta },
+      );
     }
     parent = { stateKey: opts.delta, tokens: L };
     if (m.arch === 'mamba') {
       // A Mamba state cannot be cut by token: the delta is against the parent's stored tensors.
       if (!(await host.store.getManifest(opts.delta))) {
-        throw new MissingParent(`exportCartridge: a Mamba delta cartridge is computed against its parent's state, and ${opts.delta} (the first ${L} tokens) is not stored. Export the state whole, or create the parent first.`, { parentStateKey: opts.delta });
+        throw new MissingParent(
+          `exportCartridge: a Mamba delta cartridge is computed against its parent's state, and ${opts.delta} (the first ${L} tokens) is not stored. Export the state whole, or create the parent first.`,
+          { parentStateKey: opts.delta },
+        );
       }
       parent.state = (await host.store.getState(opts.delta)).state;
     }
@@ -148,7 +172,15 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
   });
   const blob = new Blob(built.parts as BlobPart[], { type: 'application/octet-stream' });
   built.parts.length = 0;
-  return { blob, bytes: blob.size, stateKey: key, tokens: m.tokens.length, codec: built.metadata.codec as CartridgeCodec, parent: parent?.stateKey ?? null, receipts: receipts.length };
+  return {
+    blob,
+    bytes: blob.size,
+    stateKey: key,
+    tokens: m.tokens.length,
+    codec: built.metadata.codec as CartridgeCodec,
+    parent: parent?.stateKey ?? null,
+    receipts: receipts.length,
+  };
 }
 
 /**
@@ -191,7 +223,16 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
   const existing = await host.store.getManifest(parsed.stateKey);
   const receiptsVerified = await checkReceipts(parsed.receipts, parsed.stateKey);
   if (existing) {
-    return { stateKey: parsed.stateKey, tokens: parsed.tokens.length, bytes: existing.bytes, codec: parsed.codec, reused: true, parent: existing.parent, receipt: null, receiptsVerified: receiptsVerified.ok };
+    return {
+      stateKey: parsed.stateKey,
+      tokens: parsed.tokens.length,
+      bytes: existing.bytes,
+      codec: parsed.codec,
+      reused: true,
+      parent: existing.parent,
+      receipt: null,
+      receiptsVerified: receiptsVerified.ok,
+    };
   }
   let state: ModelState;
   if (parsed.parent) {
@@ -207,14 +248,24 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
           { parentStateKey: parsed.parent.stateKey, parentTokens: parsed.parent.tokens },
         );
       }
-      if (e instanceof StatecartError) throw new InvalidCartridge(`Invalid cartridge: it does not apply to its parent ${parsed.parent.stateKey}: ${e.message}`, { parentStateKey: parsed.parent.stateKey });
+      if (e instanceof StatecartError)
+        throw new InvalidCartridge(`Invalid cartridge: it does not apply to its parent ${parsed.parent.stateKey}: ${e.message}`, {
+          parentStateKey: parsed.parent.stateKey,
+        });
       throw e;
     }
   } else {
     state = parsed.state!;
   }
   throwIfAborted(opts.signal);
-  const manifest = await host.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: parsed.stateKey, parent: parsed.parent?.stateKey ?? null, receipt: null });
+  const manifest = await host.store.putState({
+    state,
+    modelId: model.id,
+    modelFp: model.fingerprint,
+    key: parsed.stateKey,
+    parent: parsed.parent?.stateKey ?? null,
+    receipt: null,
+  });
   // The receipt names the stored blobs' digests, so it follows the state's write, as the engine's do.
   const r: Receipt = {
     op: 'import',
@@ -229,7 +280,16 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
   };
   const receipt = await signReceipt(r);
   await host.store.setReceipt(parsed.stateKey, receipt);
-  return { stateKey: parsed.stateKey, tokens: parsed.tokens.length, bytes: manifest.bytes, codec: parsed.codec, reused: false, parent: parsed.parent?.stateKey ?? null, receipt, receiptsVerified: receiptsVerified.ok };
+  return {
+    stateKey: parsed.stateKey,
+    tokens: parsed.tokens.length,
+    bytes: manifest.bytes,
+    codec: parsed.codec,
+    reused: false,
+    parent: parsed.parent?.stateKey ?? null,
+    receipt,
+    receiptsVerified: receiptsVerified.ok,
+  };
 }
 
 /** Verifies the receipts a cartridge carries: a valid chain whose last link made this state. */
@@ -296,7 +356,9 @@ async function readSlice(blob: Blob, start: number, end: number): Promise<Uint8A
   try {
     return new Uint8Array(await blob.slice(start, end).arrayBuffer());
   } catch (e) {
-    throw new InvalidCartridge(`Invalid cartridge: the file could not be read (${(e as Error)?.name ?? 'error'}: ${(e as Error)?.message ?? String(e)}). If it is a local file, choose it again.`);
+    throw new InvalidCartridge(
+      `Invalid cartridge: the file could not be read (${(e as Error)?.name ?? 'error'}: ${(e as Error)?.message ?? String(e)}). If it is a local file, choose it again.`,
+    );
   }
 }
 
@@ -316,7 +378,10 @@ function precheck(h: ReturnType<typeof parseSafetensorsHeader>, size: number, mo
   const data = size - h.dataStart;
   const limit = maxDataBytes(model);
   if (data > limit) {
-    throw new InvalidCartridge(`Invalid cartridge: it holds ${data} bytes of tensors, more than any state of ${expect.modelId} can (${limit}) — the file is not what it claims.`, { dataBytes: data, limit });
+    throw new InvalidCartridge(
+      `Invalid cartridge: it holds ${data} bytes of tensors, more than any state of ${expect.modelId} can (${limit}) — the file is not what it claims.`,
+      { dataBytes: data, limit },
+    );
   }
 }
 
@@ -325,16 +390,25 @@ async function download(url: string, model: StateModel, signal?: AbortSignal): P
   try {
     r = await fetch(url, signal ? { signal } : {});
   } catch (e) {
-    throw new InvalidInput(`Could not download the cartridge from ${url}: ${(e as Error)?.message ?? String(e)}. Check the address and your connection (and, for another site, that it allows cross-origin requests).`, { url });
+    throw new InvalidInput(
+      `Could not download the cartridge from ${url}: ${(e as Error)?.message ?? String(e)}. Check the address and your connection (and, for another site, that it allows cross-origin requests).`,
+      { url },
+    );
   }
   if (!r.ok) {
-    throw new InvalidInput(`Could not download the cartridge from ${url}: HTTP ${r.status}${r.statusText ? ' ' + r.statusText : ''}. Check the address.`, { url, status: r.status });
+    throw new InvalidInput(`Could not download the cartridge from ${url}: HTTP ${r.status}${r.statusText ? ' ' + r.statusText : ''}. Check the address.`, {
+      url,
+      status: r.status,
+    });
   }
   const len = Number(r.headers.get('content-length') ?? NaN);
   const limit = HEADER_LIMIT + 8 + maxDataBytes(model);
   if (Number.isFinite(len) && len > limit) {
     await r.body?.cancel().catch(() => undefined);
-    throw new InvalidCartridge(`Invalid cartridge: ${url} is ${len} bytes, more than any cartridge of ${model.id} can be (${limit}); nothing was read.`, { url, bytes: len });
+    throw new InvalidCartridge(`Invalid cartridge: ${url} is ${len} bytes, more than any cartridge of ${model.id} can be (${limit}); nothing was read.`, {
+      url,
+      bytes: len,
+    });
   }
   try {
     return await r.blob();

@@ -72,7 +72,12 @@ function checkConstraints(c: CodecConstraints): CodecReport['constraints'] {
 }
 
 /** Evaluates every codec on an fp32 state and picks the smallest meeting `constraints`. */
-export async function evaluateCodecs(model: StateModel, state: ModelState, constraints: CodecConstraints = {}, codecs: readonly BlockCodec[] = ALL_CODECS): Promise<CodecReport> {
+export async function evaluateCodecs(
+  model: StateModel,
+  state: ModelState,
+  constraints: CodecConstraints = {},
+  codecs: readonly BlockCodec[] = ALL_CODECS,
+): Promise<CodecReport> {
   const c = checkConstraints(constraints);
   if (state.arch !== model.arch) throw new ModelMismatch(`A ${state.arch} state cannot be measured on ${model.id} (${model.arch}).`);
   for (const t of c.probeTokens ?? []) {
@@ -89,13 +94,23 @@ export async function evaluateCodecs(model: StateModel, state: ModelState, const
       enc = encodeState(state, codec);
     } catch (e) {
       // fp16 refuses values beyond ±65504; that codec is then simply not a candidate.
-      rows.push({ codec, bytes: 0, ratio: 0, lossless, metrics: null, meets: false, failed: ['cannot encode this state'], error: e instanceof Error ? e.message : String(e) });
+      rows.push({
+        codec,
+        bytes: 0,
+        ratio: 0,
+        lossless,
+        metrics: null,
+        meets: false,
+        failed: ['cannot encode this state'],
+        error: e instanceof Error ? e.message : String(e),
+      });
       continue;
     }
     const metrics = await compareToReference(model, enc.decoded, ref);
     const failed: string[] = [];
     if (!lossless) {
-      if (c.maxLogitError !== undefined && !(metrics.maxLogitError <= c.maxLogitError)) failed.push(`max logit error ${fmt(metrics.maxLogitError)} > ${c.maxLogitError}`);
+      if (c.maxLogitError !== undefined && !(metrics.maxLogitError <= c.maxLogitError))
+        failed.push(`max logit error ${fmt(metrics.maxLogitError)} > ${c.maxLogitError}`);
       if (c.maxKL !== undefined && !(metrics.klMax <= c.maxKL)) failed.push(`KL ${fmt(metrics.klMax)} > ${c.maxKL}`);
       if (c.requireGreedyMatch && !metrics.greedyMatch) failed.push(`greedy differs (${metrics.greedyAgree}/${metrics.positions} positions agree)`);
     }
@@ -103,7 +118,16 @@ export async function evaluateCodecs(model: StateModel, state: ModelState, const
   }
   let best: CodecRow | undefined;
   for (const r of rows) if (r.meets && (!best || r.bytes < best.bytes)) best = r;
-  return { model: model.id, tokens: state.tokens.length, fp32Bytes, constraints: c, probeTokens: ref.probeTokens, rows, choice: best?.codec ?? 'fp32', reference: describeReference(ref.logits, ref.greedy) };
+  return {
+    model: model.id,
+    tokens: state.tokens.length,
+    fp32Bytes,
+    constraints: c,
+    probeTokens: ref.probeTokens,
+    rows,
+    choice: best?.codec ?? 'fp32',
+    reference: describeReference(ref.logits, ref.greedy),
+  };
 }
 
 function describeReference(logits: Float32Array[], greedy: number[]): CodecReport['reference'] {
@@ -131,7 +155,11 @@ function fmt(x: number): string {
  * fp32 state: the stored one when it is fp32, else recomputed from its
  * tokens (a lossy state is not its own reference).
  */
-export async function chooseCodec(deps: { store: StateStore; getModel: (id?: string) => Promise<StateModel> }, stateKey: string, constraints: CodecConstraints = {}): Promise<CodecReport> {
+export async function chooseCodec(
+  deps: { store: StateStore; getModel: (id?: string) => Promise<StateModel> },
+  stateKey: string,
+  constraints: CodecConstraints = {},
+): Promise<CodecReport> {
   const m = await deps.store.getManifest(stateKey);
   if (!m) throw new StateNotFound(`No stored state has the key ${stateKey}.`, { key: stateKey });
   const model = await deps.getModel(m.modelId);

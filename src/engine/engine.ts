@@ -147,7 +147,8 @@ export class Engine {
   private async tokensOf(model: StateModel, text: string | undefined, tokens: number[] | undefined, what: string): Promise<number[]> {
     if (tokens) {
       for (const t of tokens) {
-        if (!Number.isInteger(t) || t < 0 || t >= model.vocabSize) throw new InvalidInput(`${what}: token id ${t} is not in ${model.id}'s vocabulary (0–${model.vocabSize - 1})`);
+        if (!Number.isInteger(t) || t < 0 || t >= model.vocabSize)
+          throw new InvalidInput(`${what}: token id ${t} is not in ${model.id}'s vocabulary (0–${model.vocabSize - 1})`);
       }
       return [...tokens];
     }
@@ -227,7 +228,16 @@ export class Engine {
       // A damaged state whose bytes turned out whole (its blocks were rewritten by
       // another state, or it read back fine): stored again as found, nothing to compute.
       const ts = now();
-      const manifest = await this.store.putState({ state: prefix.state, modelId: model.id, modelFp: model.fingerprint, key, parent: existing?.parent ?? null, receipt: existing?.receipt ?? null, receiptJson: existing?.receiptJson, label: label ?? existing?.label });
+      const manifest = await this.store.putState({
+        state: prefix.state,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        key,
+        parent: existing?.parent ?? null,
+        receipt: existing?.receipt ?? null,
+        receiptJson: existing?.receiptJson,
+        label: label ?? existing?.label,
+      });
       return { key, manifest, reused: tokens.length, processed: 0, prefixKey: key, existed: true, lookupMs, prefillMs: 0, storeMs: now() - ts };
     }
     const tp = now();
@@ -247,20 +257,51 @@ export class Engine {
     const tokens = await this.tokensOf(model, req.text, req.tokens, 'createState');
     if (tokens.length === 0) throw new InvalidInput('createState: the text has no tokens; a state holds at least one token.');
     if (tokens.length > model.maxTokens) {
-      throw new ContextOverflow(`${model.id} holds at most ${model.maxTokens} tokens; this text has ${tokens.length}. Shorten it, or create a shorter base and compact.`, { limit: model.maxTokens, wanted: tokens.length });
+      throw new ContextOverflow(
+        `${model.id} holds at most ${model.maxTokens} tokens; this text has ${tokens.length}. Shorten it, or create a shorter base and compact.`,
+        { limit: model.maxTokens, wanted: tokens.length },
+      );
     }
     const b = await this.build(model, tokens, ro, req.label);
     let receipt: SignedReceipt;
     if (b.existed) {
       // A hit makes nothing: its receipt says so (nothing processed, the state
       // itself as input) and chains to the receipt that made the state.
-      receipt = await this.makeReceipt('create', model, [b.key], 0, b.key, await this.digestOfState(b.manifest), 0, tokens.length, await this.receiptHash(b.key));
+      receipt = await this.makeReceipt(
+        'create',
+        model,
+        [b.key],
+        0,
+        b.key,
+        await this.digestOfState(b.manifest),
+        0,
+        tokens.length,
+        await this.receiptHash(b.key),
+      );
     } else {
       const prev = b.prefixKey ? await this.receiptHash(b.prefixKey) : null;
-      receipt = await this.makeReceipt('create', model, b.prefixKey ? [b.prefixKey] : [], b.processed, b.key, await this.digestOfState(b.manifest), b.processed, b.reused, prev);
+      receipt = await this.makeReceipt(
+        'create',
+        model,
+        b.prefixKey ? [b.prefixKey] : [],
+        b.processed,
+        b.key,
+        await this.digestOfState(b.manifest),
+        b.processed,
+        b.reused,
+        prev,
+      );
       await this.record(b.key, receipt);
     }
-    return { stateKey: b.key, tokens: tokens.length, bytes: b.manifest.bytes, reused: b.reused, processed: b.processed, receipt, timings: { totalMs: now() - t0, prefillMs: b.prefillMs, lookupMs: b.lookupMs, storeMs: b.storeMs } };
+    return {
+      stateKey: b.key,
+      tokens: tokens.length,
+      bytes: b.manifest.bytes,
+      reused: b.reused,
+      processed: b.processed,
+      receipt,
+      timings: { totalMs: now() - t0, prefillMs: b.prefillMs, lookupMs: b.lookupMs, storeMs: b.storeMs },
+    };
   }
 
   async infer(req: InferRequest, ro: RunOptions = {}): Promise<InferResult> {
@@ -269,9 +310,13 @@ export class Engine {
     const maxNew = req.maxNewTokens ?? 16;
     if (!Number.isInteger(maxNew) || maxNew < 0) throw new InvalidInput('infer: maxNewTokens must be a whole number ≥ 0');
     const base = await this.store.getManifest(req.stateKey);
-    if (!base) throw new StateNotFound(`No stored state has the key ${req.stateKey}. Create it with createState, or import its cartridge.`, { key: req.stateKey });
+    if (!base)
+      throw new StateNotFound(`No stored state has the key ${req.stateKey}. Create it with createState, or import its cartridge.`, { key: req.stateKey });
     const model = await this.modelFor(base.modelId);
-    if (base.modelFp !== model.fingerprint) throw new ModelMismatch(`State ${req.stateKey} belongs to another build of ${base.modelId} (fingerprint ${base.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…).`);
+    if (base.modelFp !== model.fingerprint)
+      throw new ModelMismatch(
+        `State ${req.stateKey} belongs to another build of ${base.modelId} (fingerprint ${base.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…).`,
+      );
     const delta = await this.tokensOf(model, req.delta ?? '', req.deltaTokens, 'infer');
     const full = [...base.tokens, ...delta];
     if (full.length + maxNew > model.maxTokens) {
@@ -302,7 +347,16 @@ export class Engine {
       processed += base.tokens.length - reused;
       throwIfAborted(ro.signal);
       keepLogits(state, logits);
-      await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: base.key, parent: base.parent, receipt: base.receipt, receiptJson: base.receiptJson, label: base.label });
+      await this.store.putState({
+        state,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        key: base.key,
+        parent: base.parent,
+        receipt: base.receipt,
+        receiptJson: base.receiptJson,
+        label: base.label,
+      });
     }
     const pos = reused + processed;
     if (pos < full.length) {
@@ -391,7 +445,8 @@ export class Engine {
    */
   async merge(req: MergeRequest, ro: RunOptions = {}): Promise<MergeResult> {
     const keys = req?.stateKeys;
-    if (!Array.isArray(keys) || keys.length === 0 || keys.some((k) => typeof k !== 'string')) throw new InvalidInput('merge: stateKeys is a non-empty list of state keys, oldest first');
+    if (!Array.isArray(keys) || keys.length === 0 || keys.some((k) => typeof k !== 'string'))
+      throw new InvalidInput('merge: stateKeys is a non-empty list of state keys, oldest first');
     const ms = await this.store.getManifests(keys);
     ms.forEach((m, i) => {
       if (!m) throw new StateNotFound(`merge: no stored state has the key ${keys[i]}.`, { key: keys[i] });
@@ -401,17 +456,41 @@ export class Engine {
     const model = await this.modelFor(last.modelId);
     for (let i = 0; i < manifests.length; i++) {
       const m = manifests[i]!;
-      if (m.modelFp !== model.fingerprint) throw new ModelMismatch(`merge: state ${m.key} belongs to another model build (fingerprint ${m.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…).`);
+      if (m.modelFp !== model.fingerprint)
+        throw new ModelMismatch(
+          `merge: state ${m.key} belongs to another model build (fingerprint ${m.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…).`,
+        );
       if (i > 0 && !extendsTokens(m.tokens, manifests[i - 1]!.tokens)) {
-        throw new InvalidInput(`merge: the keys are not a chain: state ${i} (${m.key}, ${m.tokens.length} tokens) does not begin with the tokens of state ${i - 1} (${manifests[i - 1]!.key}). Give the keys oldest first.`, { index: i });
+        throw new InvalidInput(
+          `merge: the keys are not a chain: state ${i} (${m.key}, ${m.tokens.length} tokens) does not begin with the tokens of state ${i - 1} (${manifests[i - 1]!.key}). Give the keys oldest first.`,
+          { index: i },
+        );
       }
     }
     throwIfAborted(ro.signal);
     const { state } = await this.store.getState(last.key);
     throwIfAborted(ro.signal);
     // The last step that may be cancelled: from here on the merge is written.
-    const manifest = await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: last.key, parent: null, receipt: null, label: last.label });
-    const receipt = await this.makeReceipt('merge', model, [...keys], 0, last.key, await this.digestOfState(manifest), 0, state.tokens.length, await this.receiptHash(last.key));
+    const manifest = await this.store.putState({
+      state,
+      modelId: model.id,
+      modelFp: model.fingerprint,
+      key: last.key,
+      parent: null,
+      receipt: null,
+      label: last.label,
+    });
+    const receipt = await this.makeReceipt(
+      'merge',
+      model,
+      [...keys],
+      0,
+      last.key,
+      await this.digestOfState(manifest),
+      0,
+      state.tokens.length,
+      await this.receiptHash(last.key),
+    );
     await this.record(last.key, receipt);
     const released: string[] = [];
     const keptPinned: string[] = [];
@@ -447,13 +526,26 @@ export class Engine {
     const n = base.tokens.length;
     const { first, last } = keepOf(req.keep, model.maxTokens);
     const kept = first + last >= n ? [...base.tokens] : [...base.tokens.slice(0, first), ...base.tokens.slice(n - last)];
-    if (kept.length > model.maxTokens) throw new ContextOverflow(`compact: keeping ${kept.length} tokens still exceeds ${model.id}'s ${model.maxTokens}. Keep fewer.`, { limit: model.maxTokens, wanted: kept.length });
+    if (kept.length > model.maxTokens)
+      throw new ContextOverflow(`compact: keeping ${kept.length} tokens still exceeds ${model.id}'s ${model.maxTokens}. Keep fewer.`, {
+        limit: model.maxTokens,
+        wanted: kept.length,
+      });
     const stepsFolded = await this.chainLength(base);
     const b = await this.build(model, kept, ro, req.label);
     const prev = await this.receiptHash(base.key);
     const receipt = await this.makeReceipt('compact', model, [base.key], 0, b.key, await this.digestOfState(b.manifest), b.processed, b.reused, prev);
     if (!b.existed) await this.record(b.key, receipt);
-    return { newStateKey: b.key, stepsFolded, tokens: kept.length, tokensDropped: n - kept.length, reused: b.reused, processed: b.processed, receipt, timings: { totalMs: now() - t0, prefillMs: b.prefillMs } };
+    return {
+      newStateKey: b.key,
+      stepsFolded,
+      tokens: kept.length,
+      tokensDropped: n - kept.length,
+      reused: b.reused,
+      processed: b.processed,
+      receipt,
+      timings: { totalMs: now() - t0, prefillMs: b.prefillMs },
+    };
   }
 
   /** How many states lead to this one by parent links (itself included). */
@@ -512,7 +604,17 @@ export class Engine {
     };
   }
 
-  private async makeReceipt(op: Receipt['op'], model: StateModel, inputs: string[], deltaTokens: number, outKey: string, digest: string, processed: number, reused: number, prev: string | null): Promise<SignedReceipt> {
+  private async makeReceipt(
+    op: Receipt['op'],
+    model: StateModel,
+    inputs: string[],
+    deltaTokens: number,
+    outKey: string,
+    digest: string,
+    processed: number,
+    reused: number,
+    prev: string | null,
+  ): Promise<SignedReceipt> {
     const r: Receipt = {
       op,
       model_fp: model.fingerprint,
@@ -585,7 +687,8 @@ function keepOf(keep: CompactKeep | undefined, maxTokens: number): { first: numb
   let first = keep?.firstTokens ?? 0;
   let last = keep?.lastTokens ?? 0;
   if (keep?.firstTokens === undefined && keep?.lastTokens === undefined) {
-    if (!Number.isFinite(maxTokens)) throw new InvalidInput('compact: this model has no context limit; say what to keep with keep: { firstTokens, lastTokens }');
+    if (!Number.isFinite(maxTokens))
+      throw new InvalidInput('compact: this model has no context limit; say what to keep with keep: { firstTokens, lastTokens }');
     first = 0;
     last = Math.floor(maxTokens / 2);
   }

@@ -99,7 +99,15 @@ export async function compareToReference(model: StateModel, candidate: ModelStat
     if (argmax(q) === ref.greedy[i]) agree++;
     if (i < n - 1) r = await model.prefill([ref.greedy[i]!], r.state);
   }
-  return { maxLogitError: maxErr, meanLogitError: count ? sumErr / count : 0, klMax, klMean: n ? klSum / n : 0, greedyMatch: agree === n, greedyAgree: agree, positions: n };
+  return {
+    maxLogitError: maxErr,
+    meanLogitError: count ? sumErr / count : 0,
+    klMax,
+    klMean: n ? klSum / n : 0,
+    greedyMatch: agree === n,
+    greedyAgree: agree,
+    positions: n,
+  };
 }
 
 /** Metrics of `candidate` against `reference` (the fp32 state), for one probe. */
@@ -117,7 +125,7 @@ export function klDivergence(p: Float32Array, q: Float32Array): number {
     if (a > -745) kl += Math.exp(a) * (a - lq[i]!);
   }
   // Rounding can leave a tiny negative for equal distributions.
-  return kl > 0 ? kl : 0;
+  return Math.max(kl, 0);
 }
 
 function logSoftmax(x: Float32Array): Float64Array {
@@ -133,6 +141,8 @@ function logSoftmax(x: Float32Array): Float64Array {
 
 function checkRoom(model: StateModel, state: ModelState, extra: number): void {
   if (state.tokens.length + extra > model.maxTokens) {
-    throw new InvalidInput(`quality probe: the state has ${state.tokens.length} tokens and the probe needs ${extra} more, past ${model.id}'s limit of ${model.maxTokens}; use fewer probe or greedy tokens`);
+    throw new InvalidInput(
+      `quality probe: the state has ${state.tokens.length} tokens and the probe needs ${extra} more, past ${model.id}'s limit of ${model.maxTokens}; use fewer probe or greedy tokens`,
+    );
   }
 }

@@ -26,7 +26,8 @@ export function argmax(logits: Float32Array): number {
 
 export function validateSampling(s: Sampling | undefined): void {
   if (!s) return;
-  if (s.temperature !== undefined && !(s.temperature >= 0 && Number.isFinite(s.temperature))) throw new InvalidInput('sampling.temperature must be a number ≥ 0 (0 is greedy)');
+  if (s.temperature !== undefined && !(s.temperature >= 0 && Number.isFinite(s.temperature)))
+    throw new InvalidInput('sampling.temperature must be a number ≥ 0 (0 is greedy)');
   if (s.topK !== undefined && !(Number.isInteger(s.topK) && s.topK >= 0)) throw new InvalidInput('sampling.topK must be a whole number ≥ 0 (0 turns it off)');
   if (s.topP !== undefined && !(s.topP > 0 && s.topP <= 1)) throw new InvalidInput('sampling.topP must be in (0, 1]');
   if (s.seed !== undefined && !Number.isInteger(s.seed)) throw new InvalidInput('sampling.seed must be an integer');

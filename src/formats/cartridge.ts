@@ -192,7 +192,8 @@ export async function buildCartridge(input: BuildInput): Promise<BuiltCartridge>
       throw new InvalidInput(`parent.tokens must be between 1 and ${tokens.length - 1}, got ${parentTokens}`);
     }
     const pk = await stateKey(input.modelFp, tokens.slice(0, parentTokens));
-    if (pk !== parent.stateKey) throw new InvalidInput(`parent.stateKey ${parent.stateKey} is not the key of this state's first ${parentTokens} tokens (${pk})`);
+    if (pk !== parent.stateKey)
+      throw new InvalidInput(`parent.stateKey ${parent.stateKey} is not the key of this state's first ${parentTokens} tokens (${pk})`);
     if (arch === 'mamba' && !parent.state) throw new InvalidInput('a Mamba delta cartridge needs parent.state');
   }
   const stored = arch === 'gpt2' ? tokens.length - parentTokens : 0;
@@ -213,7 +214,8 @@ export async function buildCartridge(input: BuildInput): Promise<BuiltCartridge>
     let data = t.data;
     if (arch === 'gpt2' && parentTokens > 0 && sameDims(t.dims, [spec.dims[0]!, tokens.length, spec.dims[2]!])) data = sliceTokens(t, parentTokens);
     else if (!sameDims(t.dims, spec.dims)) throw new InvalidInput(`tensor ${spec.name} has dims [${t.dims.join(', ')}], expected [${spec.dims.join(', ')}]`);
-    if (data.length !== spec.dims.reduce((a, b) => a * b, 1)) throw new InvalidInput(`tensor ${spec.name} has ${data.length} elements for dims [${spec.dims.join(', ')}]`);
+    if (data.length !== spec.dims.reduce((a, b) => a * b, 1))
+      throw new InvalidInput(`tensor ${spec.name} has ${data.length} elements for dims [${spec.dims.join(', ')}]`);
     const logical = { dims: spec.dims, data };
     const params: CodecParams = { kind: kindOf(spec.name), residual };
     if (fileCodec === 'delta') {
@@ -322,7 +324,8 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
 
   const format = meta.format;
   if (format === undefined) throw invalid('no "format" in __metadata__: this is a safetensors file but not a statecart cartridge');
-  if (format !== CARTRIDGE_FORMAT) throw invalid(`format is "${format.slice(0, 40)}"; this reader understands "${CARTRIDGE_FORMAT}" — update statecart or re-export the state`, { format });
+  if (format !== CARTRIDGE_FORMAT)
+    throw invalid(`format is "${format.slice(0, 40)}"; this reader understands "${CARTRIDGE_FORMAT}" — update statecart or re-export the state`, { format });
 
   const modelId = stringField(meta, 'model_id');
   const modelFp = stringField(meta, 'model_fp');
@@ -340,12 +343,16 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   const want = dimsOf(arch, expect.config, (m) => new InvalidInput(`expected model: ${m}`));
   const got = dimsOf(arch, config as CartridgeConfig, (m) => invalid(`metadata "config": ${m}`));
   for (const k of Object.keys(want) as (keyof Dims)[]) {
-    if (want[k] !== got[k]) throw invalid(`metadata "config" says ${k} = ${got[k]} but the model has ${want[k]}, although the fingerprints match — the file was edited`, { field: k });
+    if (want[k] !== got[k])
+      throw invalid(`metadata "config" says ${k} = ${got[k]} but the model has ${want[k]}, although the fingerprints match — the file was edited`, {
+        field: k,
+      });
   }
 
   const tokens = jsonField(meta, 'tokens', isArray, 'a JSON array of token ids');
   if (tokens.length === 0) throw invalid('"tokens" is empty; a state has at least one token');
-  if (tokens.length > expect.maxTokens) throw invalid(`the state has ${tokens.length} tokens, more than this model's ${expect.maxTokens}`, { tokens: tokens.length });
+  if (tokens.length > expect.maxTokens)
+    throw invalid(`the state has ${tokens.length} tokens, more than this model's ${expect.maxTokens}`, { tokens: tokens.length });
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
     if (!Number.isInteger(t) || (t as number) < 0 || (t as number) >= expect.vocabSize) {
@@ -358,7 +365,8 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   if (!KEY.test(key)) throw invalid('metadata "state_key" must be "sha256:" and 64 lowercase hex digits');
 
   const codec = stringField(meta, 'codec');
-  if (codec !== 'delta' && !isCodecName(codec)) throw invalid(`codec "${codec.slice(0, 40)}" is unknown (known: ${Object.keys(codecs).join(', ')}, delta)`, { codec });
+  if (codec !== 'delta' && !isCodecName(codec))
+    throw invalid(`codec "${codec.slice(0, 40)}" is unknown (known: ${Object.keys(codecs).join(', ')}, delta)`, { codec });
   const codecParams = jsonField(meta, 'codec_params', isObject, 'a JSON object');
   const digests = jsonField(meta, 'digests', isObject, 'a JSON object of tensor name → "sha256:…"');
   const receipts = jsonField(meta, 'receipts', isArray, 'a JSON array');
@@ -369,7 +377,8 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   if ((pk === undefined) !== (pt === undefined)) throw invalid('"parent_state_key" and "parent_tokens" come together; one is missing');
   if (pk !== undefined && pt !== undefined) {
     if (!KEY.test(pk)) throw invalid('metadata "parent_state_key" must be "sha256:" and 64 lowercase hex digits');
-    if (!/^[1-9][0-9]{0,15}$/.test(pt) || Number(pt) >= ids.length) throw invalid(`metadata "parent_tokens" is "${pt.slice(0, 20)}"; it must be an integer from 1 to ${ids.length - 1}`);
+    if (!/^[1-9][0-9]{0,15}$/.test(pt) || Number(pt) >= ids.length)
+      throw invalid(`metadata "parent_tokens" is "${pt.slice(0, 20)}"; it must be an integer from 1 to ${ids.length - 1}`);
     parent = { stateKey: pk, tokens: Number(pt) };
   }
   if (codec === 'delta' && (arch !== 'mamba' || !parent)) throw invalid('codec "delta" is only for Mamba delta cartridges (with a parent)');
@@ -387,7 +396,11 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   const packed = codec !== 'fp32' && codec !== 'fp16';
   const shapes = packed ? jsonField(meta, 'shapes', isObject, 'a JSON object of tensor name → dims') : {};
   for (const name of file.tensors.keys()) {
-    if (!specs.some((s) => s.name === name)) throw invalid(`unexpected tensor "${name.slice(0, 80)}"; a ${arch} cartridge with ${specs.length / 2} layers holds ${specs[0]?.name} … ${specs[specs.length - 1]?.name}`, { tensor: name });
+    if (!specs.some((s) => s.name === name))
+      throw invalid(
+        `unexpected tensor "${name.slice(0, 80)}"; a ${arch} cartridge with ${specs.length / 2} layers holds ${specs[0]?.name} … ${specs[specs.length - 1]?.name}`,
+        { tensor: name },
+      );
   }
   const tensors: CartridgeTensor[] = [];
   for (const spec of specs) {
@@ -396,28 +409,39 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
     const dtype = codec === 'fp32' ? 'F32' : codec === 'fp16' ? 'F16' : 'U8';
     if (e.dtype !== dtype) throw invalid(`tensor "${spec.name}" is ${e.dtype}; with codec ${codec} it must be ${dtype}`, { tensor: spec.name });
     if (packed) {
-      if (!sameDims(e.shape, [e.byteLength])) throw invalid(`tensor "${spec.name}" holds codec bytes, so its shape must be [${e.byteLength}], not [${e.shape.join(', ')}]`, { tensor: spec.name });
+      if (!sameDims(e.shape, [e.byteLength]))
+        throw invalid(`tensor "${spec.name}" holds codec bytes, so its shape must be [${e.byteLength}], not [${e.shape.join(', ')}]`, { tensor: spec.name });
       const s = shapes[spec.name];
       if (!Array.isArray(s) || !sameDims(s as number[], spec.dims)) {
-        throw invalid(`metadata "shapes" gives "${spec.name}" as ${JSON.stringify(s)}; the model and token count make it [${spec.dims.join(', ')}]`, { tensor: spec.name });
+        throw invalid(`metadata "shapes" gives "${spec.name}" as ${JSON.stringify(s)}; the model and token count make it [${spec.dims.join(', ')}]`, {
+          tensor: spec.name,
+        });
       }
     } else if (!sameDims(e.shape, spec.dims)) {
-      throw invalid(`tensor "${spec.name}" has shape [${e.shape.join(', ')}]; the model and token count make it [${spec.dims.join(', ')}]`, { tensor: spec.name });
+      throw invalid(`tensor "${spec.name}" has shape [${e.shape.join(', ')}]; the model and token count make it [${spec.dims.join(', ')}]`, {
+        tensor: spec.name,
+      });
     }
     const d = digests[spec.name];
     if (typeof d !== 'string' || !KEY.test(d)) throw invalid(`metadata "digests" has no "sha256:…" digest for "${spec.name}"`, { tensor: spec.name });
     tensors.push({ name: spec.name, dtype, shape: e.shape, dims: spec.dims, bytes: e.bytes, digest: d });
   }
-  if (Object.keys(digests).length !== specs.length) throw invalid(`metadata "digests" lists ${Object.keys(digests).length} tensors; the file has ${specs.length}`);
-  if (packed && Object.keys(shapes).length !== specs.length) throw invalid(`metadata "shapes" lists ${Object.keys(shapes).length} tensors; the file has ${specs.length}`);
+  if (Object.keys(digests).length !== specs.length)
+    throw invalid(`metadata "digests" lists ${Object.keys(digests).length} tensors; the file has ${specs.length}`);
+  if (packed && Object.keys(shapes).length !== specs.length)
+    throw invalid(`metadata "shapes" lists ${Object.keys(shapes).length} tensors; the file has ${specs.length}`);
 
   for (const t of tensors) {
     const actual = await digestOf(t.bytes);
-    if (actual !== t.digest) throw invalid(`tensor "${t.name}" is damaged: its bytes hash to ${short(actual)}, the file says ${short(t.digest)}`, { tensor: t.name });
+    if (actual !== t.digest)
+      throw invalid(`tensor "${t.name}" is damaged: its bytes hash to ${short(actual)}, the file says ${short(t.digest)}`, { tensor: t.name });
   }
 
   const recomputed = await stateKey(modelFp, ids);
-  if (recomputed !== key) throw invalid(`"state_key" ${short(key)} is not the key of these ${ids.length} tokens on this model (${short(recomputed)}) — the tokens or the key were edited`);
+  if (recomputed !== key)
+    throw invalid(
+      `"state_key" ${short(key)} is not the key of these ${ids.length} tokens on this model (${short(recomputed)}) — the tokens or the key were edited`,
+    );
   if (parent) {
     const pk2 = await stateKey(modelFp, ids.slice(0, parent.tokens));
     if (pk2 !== parent.stateKey) throw invalid(`"parent_state_key" is not the key of the first ${parent.tokens} tokens — the file was edited`);
@@ -492,7 +516,8 @@ export function resolveDelta(parsed: ParsedCartridge, parent: ModelState): Model
     }
     const suffix = parsed.decoded!.find((d) => d.name === t.name)!;
     const [h, n, d] = suffix.dims as [number, number, number];
-    if (!sameDims(pt.dims, [h, p.tokens, d])) throw new MissingParent(`the parent's ${t.name} has dims [${pt.dims.join(', ')}], expected [${h}, ${p.tokens}, ${d}]`);
+    if (!sameDims(pt.dims, [h, p.tokens, d]))
+      throw new MissingParent(`the parent's ${t.name} has dims [${pt.dims.join(', ')}], expected [${h}, ${p.tokens}, ${d}]`);
     const T = p.tokens + n;
     const data = new Float32Array(h * T * d);
     for (let i = 0; i < h; i++) {

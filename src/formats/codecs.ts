@@ -274,7 +274,7 @@ const int8: Codec = {
         for (let c = 0; c < C; c++) {
           // Multiplying by the reciprocal can land a hair off x / s; ±127 clamps that.
           const r = Math.round(d[row + c]! * inv[g * C + c]!);
-          q[row + c] = r > 127 ? 127 : r < -127 ? -127 : r;
+          q[row + c] = r > 127 ? 127 : Math.max(r, -127);
         }
       }
     }
@@ -420,7 +420,7 @@ function encodeKivi(t: Tensor, params?: CodecParams): Uint8Array {
         const k = 2 * (kind === 'key' ? g * C + c : g * Tq + tt);
         const s = mm[k + 1]!;
         let q = s === 0 ? 0 : Math.round((d[row + c]! - mm[k]!) / s);
-        q = q < 0 ? 0 : q > 15 ? 15 : q;
+        q = q < 0 ? 0 : Math.min(q, 15);
         codes[i >> 1]! |= (i & 1) === 0 ? q : q << 4;
       }
     }
@@ -581,7 +581,13 @@ function deltaHeader(bytes: Uint8Array): { h: CodecHeader; innerName: CodecName;
 
 export function decodeDelta(bytes: Uint8Array, parent: Tensor): Tensor {
   const { h, mode, hash } = deltaHeader(bytes);
-  if (!parent || !(parent.data instanceof Float32Array) || parent.data.length !== h.n || parent.dims.length !== h.dims.length || parent.dims.some((d, i) => d !== h.dims[i])) {
+  if (
+    !parent ||
+    !(parent.data instanceof Float32Array) ||
+    parent.data.length !== h.n ||
+    parent.dims.length !== h.dims.length ||
+    parent.dims.some((d, i) => d !== h.dims[i])
+  ) {
     throw new MissingParent(`delta: the parent given has dims [${parent?.dims?.join(', ')}], the delta was made from [${h.dims.join(', ')}]`);
   }
   if (hashBits(parent.data) !== hash) {

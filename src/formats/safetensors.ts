@@ -100,8 +100,7 @@ export interface ParsedHeader {
   tensors: Map<string, TensorInfo>;
 }
 
-const bad = (msg: string, details: Record<string, unknown> = {}): InvalidCartridge =>
-  new InvalidCartridge(`safetensors: ${msg}`, details);
+const bad = (msg: string, details: Record<string, unknown> = {}): InvalidCartridge => new InvalidCartridge(`safetensors: ${msg}`, details);
 
 /**
  * Reads the 8-byte length and the header from the start of a file (`prefix`
@@ -119,10 +118,16 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number = pr
   // hi alone already says "too big"; avoid building numbers above 2^53.
   const n = hi === 0 ? lo : Infinity;
   if (n > maxHeader) {
-    throw bad(`the header length field says ${dv.getBigUint64(0, true).toString()} bytes, more than the ${maxHeader}-byte limit — the file is not safetensors or its first 8 bytes are damaged`, { headerLength: hi === 0 ? n : null });
+    throw bad(
+      `the header length field says ${dv.getBigUint64(0, true).toString()} bytes, more than the ${maxHeader}-byte limit — the file is not safetensors or its first 8 bytes are damaged`,
+      { headerLength: hi === 0 ? n : null },
+    );
   }
   if (8 + n > fileSize) {
-    throw bad(`the header length field says ${n} bytes but the file has only ${fileSize - 8} after it — the file is truncated or not safetensors`, { headerLength: n, fileSize });
+    throw bad(`the header length field says ${n} bytes but the file has only ${fileSize - 8} after it — the file is truncated or not safetensors`, {
+      headerLength: n,
+      fileSize,
+    });
   }
   if (8 + n > prefix.length) {
     throw bad(`need the first ${8 + n} bytes to read the header, got ${prefix.length}`, { headerLength: n });
@@ -160,7 +165,10 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number = pr
       }
       for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
         if (typeof v !== 'string') {
-          throw bad(`"__metadata__"."${k}" is a ${v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v}; metadata values must be strings (JSON-encode structured values)`, { key: k });
+          throw bad(
+            `"__metadata__"."${k}" is a ${v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v}; metadata values must be strings (JSON-encode structured values)`,
+            { key: k },
+          );
         }
         // defineProperty: a key named __proto__ must stay data, not become a prototype.
         Object.defineProperty(metadata, k, { value: v, enumerable: true, writable: true, configurable: true });
@@ -206,7 +214,10 @@ function checkInfo(name: string, value: unknown): TensorInfo {
   if (typeof dtype !== 'string') throw bad(`tensor "${name}" has no string "dtype"`, { tensor: name });
   const size = Object.hasOwn(DTYPE_BYTES, dtype) ? DTYPE_BYTES[dtype]! : undefined;
   if (size === undefined) {
-    throw bad(`tensor "${name}" has dtype "${dtype.slice(0, 40)}", which is unknown or unsupported (known: ${Object.keys(DTYPE_BYTES).join(', ')})`, { tensor: name, dtype });
+    throw bad(`tensor "${name}" has dtype "${dtype.slice(0, 40)}", which is unknown or unsupported (known: ${Object.keys(DTYPE_BYTES).join(', ')})`, {
+      tensor: name,
+      dtype,
+    });
   }
   const shape = v.shape;
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
@@ -224,11 +235,14 @@ function checkInfo(name: string, value: unknown): TensorInfo {
     if (!Number.isSafeInteger(count * size)) throw bad(`tensor "${name}" has a shape too large to address`, { tensor: name });
   }
   if (e - b !== count * size) {
-    throw bad(`tensor "${name}" (${dtype}, shape [${(shape as number[]).join(', ')}]) needs ${count * size} bytes but data_offsets [${b}, ${e}] span ${e - b}`, {
-      tensor: name,
-      expected: count * size,
-      actual: e - b,
-    });
+    throw bad(
+      `tensor "${name}" (${dtype}, shape [${(shape as number[]).join(', ')}]) needs ${count * size} bytes but data_offsets [${b}, ${e}] span ${e - b}`,
+      {
+        tensor: name,
+        expected: count * size,
+        actual: e - b,
+      },
+    );
   }
   return { dtype, shape: [...(shape as number[])], dataOffsets: [b, e] };
 }

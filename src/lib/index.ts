@@ -8,7 +8,17 @@
  */
 import * as Comlink from 'comlink';
 import type { WorkerApi, InitOptions, Health, ModelInfo } from '../worker/api.ts';
-import type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo, MergeRequest, MergeResult, CompactRequest, CompactResult, CompactKeep } from '../engine/engine.ts';
+import type {
+  CreateStateRequest,
+  CreateStateResult,
+  InferRequest,
+  InferResult,
+  StateInfo,
+  MergeRequest,
+  MergeResult,
+  CompactRequest,
+  CompactResult,
+} from '../engine/engine.ts';
 import type { Progress } from '../models/types.ts';
 import type { DeviceChoice } from '../worker/device.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
@@ -123,7 +133,8 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   // The model last asked for, so that a replacement worker loads it again.
   let lastModel: { model: string; device?: DeviceChoice } | null = null;
   const sup: WorkerSupervisor = new WorkerSupervisor(
-    (): Worker => (o.worker && sup.restarts === 0 ? o.worker : new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'statecart' })),
+    (): Worker =>
+      o.worker && sup.restarts === 0 ? o.worker : new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'statecart' }),
     async (r, s) => {
       await r.init(s.deviceLost ? { ...init, device: 'wasm' } : init);
       if (lastModel) await r.loadModel(s.deviceLost ? { ...lastModel, device: 'wasm' } : lastModel);
@@ -136,7 +147,7 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   });
   // Every call goes to the current worker; a crash rejects it with WorkerCrashed.
   const remote = new Proxy({} as Comlink.Remote<WorkerApi>, { get: (_t, prop) => (sup.remote as unknown as Record<string | symbol, unknown>)[prop] });
-  const call = <T,>(p: () => Promise<T>): Promise<T> => sup.run(() => p());
+  const call = <T>(p: () => Promise<T>): Promise<T> => sup.run(() => p());
 
   // A cancelled call stops the worker's work and rejects at once; the worker
   // writes nothing for it (its store write is the last step, and checks the signal).
@@ -195,7 +206,8 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     },
     storageInfo: () => call(() => remote.storageInfo()),
     // StorageManager.persist() exists in pages only: ask here when we are one.
-    requestPersistence: () => (typeof navigator !== 'undefined' && typeof navigator.storage?.persist === 'function' ? askPersistence() : call(() => remote.requestPersistence())),
+    requestPersistence: () =>
+      typeof navigator !== 'undefined' && typeof navigator.storage?.persist === 'function' ? askPersistence() : call(() => remote.requestPersistence()),
     checkStore: () => call(() => remote.checkStore()),
     onStoreChange: (fn) => listenStore(init.dbName ?? 'statecart', fn),
     debugStoreFault: (n) => call(() => remote.debugStoreFault(n)),

@@ -154,8 +154,7 @@ export function gpt2Forward(w: GPT2Weights, tokens: ArrayLike<number>, opts: GPT
 
   // allowed[s][j]: query s (absolute P+s) may see key j.
   const allowed = new Uint8Array(S * T);
-  for (let s = 0; s < S; s++)
-    for (let j = 0; j < T; j++) allowed[s * T + j] = j <= P + s && (!opts.attentionMask || opts.attentionMask[j] !== 0) ? 1 : 0;
+  for (let s = 0; s < S; s++) for (let j = 0; j < T; j++) allowed[s * T + j] = j <= P + s && opts.attentionMask?.[j] !== 0 ? 1 : 0;
 
   const present: GPT2LayerKV[] = [];
   const scale = 1 / Math.sqrt(D);

@@ -90,9 +90,17 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
       entries[`past_key_values.${l}.value`] = new Tensor('float32', v.data, [1, config.n_head, pastLen, headDim]);
     }
     const inputs = {
-      input_ids: new Tensor('int64', BigInt64Array.from(ids, (x) => BigInt(x)), [1, L]),
+      input_ids: new Tensor(
+        'int64',
+        BigInt64Array.from(ids, (x) => BigInt(x)),
+        [1, L],
+      ),
       attention_mask: new Tensor('int64', new BigInt64Array(pastLen + L).fill(1n), [1, pastLen + L]),
-      position_ids: new Tensor('int64', BigInt64Array.from({ length: L }, (_, i) => BigInt(pastLen + i)), [1, L]),
+      position_ids: new Tensor(
+        'int64',
+        BigInt64Array.from({ length: L }, (_, i) => BigInt(pastLen + i)),
+        [1, L],
+      ),
       past_key_values: new DynamicCache(entries),
       // Only the last position's logits: a prefill needs no more, and the LM head
       // over every position was ~30% of a gpt2-shape prefill.
@@ -138,7 +146,10 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
       if (tokens.length === 0) throw new RangeError('prefill needs at least one token');
       const before = from?.tokens.length ?? 0;
       if (before + tokens.length > config.n_positions) {
-        throw new ContextOverflow(`GPT-2 holds at most ${config.n_positions} tokens; this would make ${before + tokens.length}. Use compact to fold the state into a shorter one first.`, { limit: config.n_positions, wanted: before + tokens.length });
+        throw new ContextOverflow(
+          `GPT-2 holds at most ${config.n_positions} tokens; this would make ${before + tokens.length}. Use compact to fold the state into a shorter one first.`,
+          { limit: config.n_positions, wanted: before + tokens.length },
+        );
       }
       let past = from ? from.tensors : emptyState();
       let logits: Float32Array = new Float32Array(0);

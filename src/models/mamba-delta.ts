@@ -39,11 +39,12 @@ function sameLayout(a: StateTensor[], b: StateTensor[]): string | null {
  * decode, but it would name the wrong parent in the state graph).
  */
 export function encodeChildAsDelta(child: ModelState, parent: ModelState, opts: MambaDeltaOptions = {}): Uint8Array[] {
-  if (child.arch !== 'mamba' || parent.arch !== 'mamba') throw new InvalidInput(`Only Mamba states are stored as deltas (got ${child.arch} from ${parent.arch}).`);
+  if (child.arch !== 'mamba' || parent.arch !== 'mamba')
+    throw new InvalidInput(`Only Mamba states are stored as deltas (got ${child.arch} from ${parent.arch}).`);
   const why = sameLayout(child.tensors, parent.tensors);
   if (why) throw new InvalidInput(`The child state's layout differs from its parent's: ${why}.`);
   if (parent.tokens.length > child.tokens.length || parent.tokens.some((t, i) => child.tokens[i] !== t)) {
-    throw new InvalidInput('The parent state\'s tokens are not a prefix of the child\'s: it is not the child\'s parent.');
+    throw new InvalidInput("The parent state's tokens are not a prefix of the child's: it is not the child's parent.");
   }
   const inner = opts.inner ?? 'fp32';
   return child.tensors.map((t, i) => encodeDelta({ dims: t.dims, data: t.data }, { dims: parent.tensors[i]!.dims, data: parent.tensors[i]!.data }, inner));
@@ -59,7 +60,7 @@ export function decodeChildFromDelta(deltas: readonly Uint8Array[], parent: Mode
   if (parent.arch !== 'mamba') throw new MissingParent(`A Mamba delta needs a Mamba parent, got ${parent.arch}.`);
   if (deltas.length !== parent.tensors.length) throw new CorruptBlob(`A Mamba delta holds ${deltas.length} tensors, the parent has ${parent.tensors.length}.`);
   if (parent.tokens.length > tokens.length || parent.tokens.some((t, i) => tokens[i] !== t)) {
-    throw new MissingParent('The parent given is not a prefix of the child\'s tokens: find the parent state the delta names.');
+    throw new MissingParent("The parent given is not a prefix of the child's tokens: find the parent state the delta names.");
   }
   const tensors = parent.tensors.map((p, i) => {
     const d = decodeDelta(deltas[i]!, { dims: p.dims, data: p.data });

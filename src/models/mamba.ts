@@ -77,7 +77,8 @@ const join = (base: string, path: string): string => (base.endsWith('/') ? base 
 
 async function defaultFetchBytes(url: string): Promise<Uint8Array> {
   const r = await fetch(url);
-  if (!r.ok) throw new ModelNotLoaded(`Could not fetch ${url} (HTTP ${r.status}); run \`npm run models\` to generate the model files.`, { url, status: r.status });
+  if (!r.ok)
+    throw new ModelNotLoaded(`Could not fetch ${url} (HTTP ${r.status}); run \`npm run models\` to generate the model files.`, { url, status: r.status });
   return new Uint8Array(await r.arrayBuffer());
 }
 
@@ -133,16 +134,17 @@ export class MambaModel implements StateModel {
   async prefill(tokens: number[], from?: ModelState, opts: RunOptions = {}): Promise<{ state: ModelState; logits: Float32Array }> {
     if (tokens.length === 0) throw new InvalidInput('prefill needs at least one new token.');
     for (const t of tokens) {
-      if (!Number.isInteger(t) || t < 0 || t >= this.vocabSize) throw new InvalidInput(`token id ${t} is outside the vocabulary (0..${this.vocabSize - 1}).`, { token: t });
+      if (!Number.isInteger(t) || t < 0 || t >= this.vocabSize)
+        throw new InvalidInput(`token id ${t} is outside the vocabulary (0..${this.vocabSize - 1}).`, { token: t });
     }
     const start = from ?? this.emptyState();
     let tensors = this.checkState(start);
     const c = this.config;
     const plan: [GraphKind, number][] = [];
     let left = tokens.length;
-    while (left >= c.chunk) (plan.push(['prefill', c.chunk]), (left -= c.chunk));
+    while (left >= c.chunk) plan.push(['prefill', c.chunk]), (left -= c.chunk);
     const bulk = left - (left % this.subchunk);
-    if (bulk > 0) (plan.push(['prefill', bulk]), (left -= bulk));
+    if (bulk > 0) plan.push(['prefill', bulk]), (left -= bulk);
     if (left > 1) plan.push(['tail', left]);
     else if (left === 1) plan.push(['step', 1]);
 
@@ -217,7 +219,10 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
   if (o.verifyWeights ?? true) {
     const got = await sha256Hex(weights!);
     if (got !== meta.weights_sha256) {
-      throw new CorruptBlob(`The weights of ${meta.id} do not match statecart.json (sha256 ${got.slice(0, 12)}…, expected ${meta.weights_sha256.slice(0, 12)}…); regenerate or re-download the model.`, { got, expected: meta.weights_sha256 });
+      throw new CorruptBlob(
+        `The weights of ${meta.id} do not match statecart.json (sha256 ${got.slice(0, 12)}…, expected ${meta.weights_sha256.slice(0, 12)}…); regenerate or re-download the model.`,
+        { got, expected: meta.weights_sha256 },
+      );
     }
   }
   const c = meta.config;
@@ -240,7 +245,11 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
   };
   const sessions = {} as Record<GraphKind, OrtSessionLike>;
   try {
-    for (const [k, bytes] of [['prefill', prefill], ['tail', tail], ['step', step]] as const) {
+    for (const [k, bytes] of [
+      ['prefill', prefill],
+      ['tail', tail],
+      ['step', step],
+    ] as const) {
       sessions[k] = await o.ort.InferenceSession.create(bytes!, sessionOptions);
     }
   } catch (e) {

@@ -13,7 +13,13 @@ export const MODELS: ModelEntry[] = [
   { id: 'tiny-gpt2', arch: 'gpt2', source: 'local', label: 'tiny-gpt2 — offline, 2 layers, seeded weights', approxBytes: 13_500_000 },
   { id: 'tiny-mamba', arch: 'mamba', source: 'local', label: 'tiny-mamba — offline, 2 layers, seeded weights', approxBytes: 13_500_000 },
   { id: 'gpt2-shape', arch: 'gpt2', source: 'local', label: 'gpt2-shape — GPT-2 small sizes, seeded weights (benchmarks)', approxBytes: 498_000_000 },
-  { id: 'mamba-130m-shape', arch: 'mamba', source: 'local', label: 'mamba-130m-shape — Mamba-130m sizes, seeded weights (benchmarks)', approxBytes: 520_000_000 },
+  {
+    id: 'mamba-130m-shape',
+    arch: 'mamba',
+    source: 'local',
+    label: 'mamba-130m-shape — Mamba-130m sizes, seeded weights (benchmarks)',
+    approxBytes: 520_000_000,
+  },
   { id: 'Xenova/gpt2', arch: 'gpt2', source: 'hub', label: 'GPT-2 small (124M) from the Hugging Face Hub, fp32', approxBytes: 653_000_000 },
 ];
 

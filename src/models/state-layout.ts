@@ -197,7 +197,8 @@ export function decodeBlock(arch: 'gpt2' | 'mamba', specs: TensorSpec[], start: 
     return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, total) : new Float32Array(bytes.slice().buffer);
   }
   if (!isCodecName(codec)) throw new CorruptBlob(`a stored block names the unknown codec "${codec}"`);
-  if (bytes.length < 8 || FRAME_MAGIC.some((b, i) => bytes[i] !== b)) throw new CorruptBlob(`a ${codec} block of tokens ${start}–${end} does not start with the block frame magic`);
+  if (bytes.length < 8 || FRAME_MAGIC.some((b, i) => bytes[i] !== b))
+    throw new CorruptBlob(`a ${codec} block of tokens ${start}–${end} does not start with the block frame magic`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const count = dv.getUint32(4, true);
   if (count !== specs.length) throw new CorruptBlob(`a ${codec} block holds ${count} tensors, the state has ${specs.length}`);
@@ -211,7 +212,8 @@ export function decodeBlock(arch: 'gpt2' | 'mamba', specs: TensorSpec[], start: 
     const h = peekCodec(part);
     if (h.codec !== codec) throw new CorruptBlob(`tensor ${specs[i]!.name} in a ${codec} block is encoded as ${h.codec}`);
     const want = dims[i]!;
-    if (h.dims.length !== want.length || h.dims.some((d, j) => d !== want[j])) throw new CorruptBlob(`tensor ${specs[i]!.name} is [${h.dims.join(', ')}] in its block, expected [${want.join(', ')}]`);
+    if (h.dims.length !== want.length || h.dims.some((d, j) => d !== want[j]))
+      throw new CorruptBlob(`tensor ${specs[i]!.name} is [${h.dims.join(', ')}] in its block, expected [${want.join(', ')}]`);
     if (codec === 'int8') o += decodeInt8Into(part, out, o);
     else {
       const t = getCodec(codec).decode(part);

@@ -49,7 +49,9 @@ export function openDatabase(name: string): Database {
       (e: unknown) => {
         dbp = null;
         if ((e as { name?: string })?.name === 'VersionError') {
-          throw new StatecartError(`The statecart database "${name}" was upgraded by a newer version of statecart in another tab (this page knows schema v${DB_VERSION}). Reload this page.`);
+          throw new StatecartError(
+            `The statecart database "${name}" was upgraded by a newer version of statecart in another tab (this page knows schema v${DB_VERSION}). Reload this page.`,
+          );
         }
         throw e;
       },
@@ -61,7 +63,10 @@ export function openDatabase(name: string): Database {
     idb: (mode, cb) => get().then((db) => cb(db.transaction(KV, mode).objectStore(KV))),
     tx: (stores, mode, cb) => get().then((db) => cb(db.transaction(stores, mode))),
     close: () => {
-      void dbp?.then((db) => db.close(), () => undefined);
+      void dbp?.then(
+        (db) => db.close(),
+        () => undefined,
+      );
       dbp = null;
     },
   };

@@ -48,11 +48,14 @@ export async function tailCandidates(modelFp: string, tokens: number[]): Promise
  */
 export async function repointTails(s: IDBObjectStore, manifest: Manifest, candidates: TailCandidate[]): Promise<number> {
   if (manifest.arch !== 'gpt2' || candidates.length === 0) return 0;
-  const found = (await Promise.all(candidates.map((c) => promisifyRequest(s.get('m:' + c.key) as IDBRequest<Manifest | undefined>)))) as (Manifest | undefined)[];
+  const found = (await Promise.all(candidates.map((c) => promisifyRequest(s.get('m:' + c.key) as IDBRequest<Manifest | undefined>)))) as (
+    | Manifest
+    | undefined
+  )[];
   const owned = new Set<string>();
   const hits: { m: Manifest; target: BlockRef }[] = [];
   found.forEach((m, i) => {
-    if (!m || m.arch !== 'gpt2' || m.modelFp !== manifest.modelFp || m.key === manifest.key) return;
+    if (m?.arch !== 'gpt2' || m.modelFp !== manifest.modelFp || m.key === manifest.key) return;
     const ref = m.blocks[m.blocks.length - 1];
     const target = manifest.blocks[candidates[i]!.block];
     if (!ref || !target || ref.start !== target.start || ref.end >= target.end || ref.codec !== target.codec) return;

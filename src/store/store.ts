@@ -228,14 +228,14 @@ export class StateStore {
 
   /** Which of these blob keys exist (without reading their bytes). */
   hasBlobs(keys: string[]): Promise<boolean[]> {
-    return this.idb('readonly', (s) =>
-      Promise.all(keys.map((k) => promisifyRequest(s.getKey(B + k)).then((x) => x !== undefined))),
-    );
+    return this.idb('readonly', (s) => Promise.all(keys.map((k) => promisifyRequest(s.getKey(B + k)).then((x) => x !== undefined))));
   }
 
   /** Every manifest, with lastUsed as last recorded by any page (and by this one's unflushed reads). */
   async list(): Promise<Manifest[]> {
-    const [ms, use] = await this.tx([KV, USE], 'readonly', (tx) => Promise.all([promisifyRequest(tx.objectStore(KV).getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>), readUse(tx)]));
+    const [ms, use] = await this.tx([KV, USE], 'readonly', (tx) =>
+      Promise.all([promisifyRequest(tx.objectStore(KV).getAll(IDBKeyRange.bound(M, M + '\uffff')) as IDBRequest<Manifest[]>), readUse(tx)]),
+    );
     for (const [k, t] of this.usePending) use.set(k, Math.max(use.get(k) ?? 0, t));
     for (const m of ms) m.lastUsed = lastUseOf(m, use);
     return ms;
@@ -281,7 +281,11 @@ export class StateStore {
     let skip = 0;
     if (!input.fullWrite && state.arch === 'gpt2' && codec === 'fp32' && input.parent) {
       const parent = await this.getManifest(input.parent);
-      const own = new Map((parent?.modelFp === input.modelFp ? parent.blocks : []).filter((b) => b.codec === 'fp32' && !b.blobTokens && b.end - b.start === 16).map((b) => [b.key, b]));
+      const own = new Map(
+        (parent?.modelFp === input.modelFp ? parent.blocks : [])
+          .filter((b) => b.codec === 'fp32' && !b.blobTokens && b.end - b.start === 16)
+          .map((b) => [b.key, b]),
+      );
       while (skip < Math.floor(state.tokens.length / 16)) {
         const ref = own.get(keyOf(chain[skip]!) + '/fp32');
         if (!ref || ref.start !== skip * 16) break;
@@ -366,13 +370,24 @@ export class StateStore {
         await this.writeOnce(manifest, records, tails, room, true, () => undefined);
       } catch (e2) {
         const err2 = mapIdbError(e2);
-        if (err2 instanceof QuotaExceeded) throw new QuotaExceeded(`${err2.message} (${need} new bytes were needed; evicting every unpinned state could not make room.)`, { ...err2.details, needed: need });
+        if (err2 instanceof QuotaExceeded)
+          throw new QuotaExceeded(`${err2.message} (${need} new bytes were needed; evicting every unpinned state could not make room.)`, {
+            ...err2.details,
+            needed: need,
+          });
         throw err2;
       }
     }
   }
 
-  private async writeOnce(manifest: Manifest, records: [string, BlockRecord | null][], tails: TailCandidate[], room: number, tight: boolean, onNeed: (n: number) => void): Promise<void> {
+  private async writeOnce(
+    manifest: Manifest,
+    records: [string, BlockRecord | null][],
+    tails: TailCandidate[],
+    room: number,
+    tight: boolean,
+    onNeed: (n: number) => void,
+  ): Promise<void> {
     const fault = this.fault;
     this.fault = null;
     const counter = { n: 0 };
@@ -389,7 +404,11 @@ export class StateStore {
           // A blob already present keeps its bytes, and the manifest takes its
           // digest: two writers of one block end with one copy and agree on it.
           const existing = await Promise.all(
-            records.map(([k, rec]) => (rec ? promisifyRequest(s.get(B + k) as IDBRequest<BlockRecord | undefined>) : promisifyRequest(s.getKey(B + k)).then((x) => (x === undefined ? undefined : null)))),
+            records.map(([k, rec]) =>
+              rec
+                ? promisifyRequest(s.get(B + k) as IDBRequest<BlockRecord | undefined>)
+                : promisifyRequest(s.getKey(B + k)).then((x) => (x === undefined ? undefined : null)),
+            ),
           );
           if (records.some(([, rec], i) => !rec && existing[i] === undefined)) throw new KnownBlockMissing();
           let extra = 0;
@@ -564,7 +583,10 @@ export class StateStore {
       const rec = recs[i];
       if (!rec) {
         await this.markDamaged(manifest, 'missing', [ref.key]);
-        throw new CorruptBlob(`State ${key} is damaged: its block ${ref.key} (tokens ${ref.start}–${ref.end}) is missing. It was not used; infer or createState with the same tokens recomputes it.`, { key, block: ref.key, reason: 'missing' });
+        throw new CorruptBlob(
+          `State ${key} is damaged: its block ${ref.key} (tokens ${ref.start}–${ref.end}) is missing. It was not used; infer or createState with the same tokens recomputes it.`,
+          { key, block: ref.key, reason: 'missing' },
+        );
       }
       const bytes = new Uint8Array(rec.data);
       const digest = await digestOf(bytes);
@@ -574,19 +596,33 @@ export class StateStore {
           // against (another device recomputed the block): not served as this
           // state, not deleted either, as it is good for whoever wrote it.
           await this.markDamaged(manifest, 'replaced', [ref.key]);
-          throw new CorruptBlob(`State ${key}: block ${ref.key} (tokens ${ref.start}–${ref.end}) was rewritten with other bytes (digest ${digest}, this state expects ${ref.digest}). It was not used; infer or createState with the same tokens recomputes the state.`, { key, block: ref.key, expected: ref.digest, actual: digest, reason: 'replaced' });
+          throw new CorruptBlob(
+            `State ${key}: block ${ref.key} (tokens ${ref.start}–${ref.end}) was rewritten with other bytes (digest ${digest}, this state expects ${ref.digest}). It was not used; infer or createState with the same tokens recomputes the state.`,
+            { key, block: ref.key, expected: ref.digest, actual: digest, reason: 'replaced' },
+          );
         }
         // The damaged blob is removed so that the next write of this block
         // (a recompute from the tokens) stores good bytes again.
         await this.markDamaged(manifest, 'digest mismatch', [ref.key], [{ key: ref.key, bytes }]);
-        throw new CorruptBlob(`State ${key} is damaged: block ${ref.key} (tokens ${ref.start}–${ref.end}) has digest ${digest}, expected ${ref.digest}. It was not used; infer or createState with the same tokens recomputes it.`, { key, block: ref.key, expected: ref.digest, actual: digest, reason: 'digest mismatch' });
+        throw new CorruptBlob(
+          `State ${key} is damaged: block ${ref.key} (tokens ${ref.start}–${ref.end}) has digest ${digest}, expected ${ref.digest}. It was not used; infer or createState with the same tokens recomputes it.`,
+          { key, block: ref.key, expected: ref.digest, actual: digest, reason: 'digest mismatch' },
+        );
       }
       let data: Float32Array;
       try {
         const span = ref.blobTokens ?? ref.end - ref.start;
-        data = headOfBlock(decodeBlock(manifest.arch, manifest.tensors, ref.start, ref.start + span, ref.codec ?? 'fp32', bytes), manifest.tensors, span, ref.end - ref.start);
+        data = headOfBlock(
+          decodeBlock(manifest.arch, manifest.tensors, ref.start, ref.start + span, ref.codec ?? 'fp32', bytes),
+          manifest.tensors,
+          span,
+          ref.end - ref.start,
+        );
       } catch (e) {
-        throw new CorruptBlob(`State ${key}: block ${ref.key} (tokens ${ref.start}–${ref.end}) cannot be decoded as ${ref.codec}: ${e instanceof Error ? e.message : String(e)}`, { key, block: ref.key });
+        throw new CorruptBlob(
+          `State ${key}: block ${ref.key} (tokens ${ref.start}–${ref.end}) cannot be decoded as ${ref.codec}: ${e instanceof Error ? e.message : String(e)}`,
+          { key, block: ref.key },
+        );
       }
       blocks.push({ start: ref.start, end: ref.end, data });
     }
@@ -602,7 +638,12 @@ export class StateStore {
    * corrupt blobs in `drop` (only if they still hold the bytes that were read:
    * another page may have rewritten them meanwhile). One transaction.
    */
-  private async markDamaged(m: Manifest | null, reason: Damage['reason'], blobKeys: string[], drop: { key: string; bytes: Uint8Array }[] = []): Promise<string[]> {
+  private async markDamaged(
+    m: Manifest | null,
+    reason: Damage['reason'],
+    blobKeys: string[],
+    drop: { key: string; bytes: Uint8Array }[] = [],
+  ): Promise<string[]> {
     this.damageDetected++;
     const bad = new Set(blobKeys);
     const at = Date.now();
@@ -613,7 +654,10 @@ export class StateStore {
         if (cur && sameBytes(new Uint8Array(cur.data), d.bytes)) s.delete(B + d.key);
       }
       // 'replaced' concerns this state only; a missing or corrupt blob, every state naming it.
-      const ms = reason === 'replaced' && m ? [(await promisifyRequest(s.get(M + m.key))) as Manifest | undefined] : ((await promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')))) as Manifest[]);
+      const ms =
+        reason === 'replaced' && m
+          ? [(await promisifyRequest(s.get(M + m.key))) as Manifest | undefined]
+          : ((await promisifyRequest(s.getAll(IDBKeyRange.bound(M, M + '\uffff')))) as Manifest[]);
       for (const x of ms) {
         if (!x) continue;
         const hit = [...new Set(x.blocks.filter((b) => bad.has(b.key)).map((b) => b.key))];
@@ -634,7 +678,7 @@ export class StateStore {
     await this.idb('readwrite', async (s) => {
       const m = (await promisifyRequest(s.get(M + key))) as Manifest | undefined;
       // Only if nobody rewrote the manifest since it was read.
-      if (m && m.damaged && JSON.stringify(m.blocks) === JSON.stringify(seen.blocks)) {
+      if (m?.damaged && JSON.stringify(m.blocks) === JSON.stringify(seen.blocks)) {
         delete m.damaged;
         s.put(m, M + key);
       }
@@ -722,7 +766,13 @@ export class StateStore {
     }
     for (const r of ['missing', 'digest mismatch', 'replaced'] as const) {
       const ks = damaged.filter((d) => d.reason === r).map((d) => d.key);
-      if (ks.length) await this.markDamaged(manifest, r, ks, drop.filter((d) => ks.includes(d.key)));
+      if (ks.length)
+        await this.markDamaged(
+          manifest,
+          r,
+          ks,
+          drop.filter((d) => ks.includes(d.key)),
+        );
     }
     if (!damaged.length && manifest.damaged) await this.clearDamaged(key, manifest);
     return { ok: damaged.length === 0, blocks: recs.length, damaged };
@@ -788,7 +838,14 @@ export class StateStore {
     }
     let bytes = 0;
     for (const v of seen.values()) bytes += v;
-    return { states: ms.length, blobs: seen.size, bytes, logicalBytes: logical, damaged: ms.filter((m) => m.damaged).length, pinned: ms.filter((m) => m.pinned).length };
+    return {
+      states: ms.length,
+      blobs: seen.size,
+      bytes,
+      logicalBytes: logical,
+      damaged: ms.filter((m) => m.damaged).length,
+      pinned: ms.filter((m) => m.pinned).length,
+    };
   }
 
   async clear(): Promise<void> {
@@ -838,7 +895,9 @@ function mapIdbError(e: unknown): Error {
   if (e instanceof StatecartError) return e;
   const name = (e as { name?: string })?.name;
   if (name === 'QuotaExceededError') {
-    return new QuotaExceeded('The browser refused to store more: the storage quota is full. Delete or evict states, or request persistent storage, then try again. Nothing was written.');
+    return new QuotaExceeded(
+      'The browser refused to store more: the storage quota is full. Delete or evict states, or request persistent storage, then try again. Nothing was written.',
+    );
   }
   // An aborted transaction rejects with tx.error, which is null for abort().
   if (e === null || e === undefined || name === 'AbortError') return new StatecartError('The write was interrupted before it committed; nothing was written.');

@@ -5,7 +5,14 @@ import { has, NOT_YET } from './optional-api.ts';
 /** What the store holds, to prove a refused cartridge changed nothing. */
 async function storeFingerprint(): Promise<{ keys: string; states: number; bytes: number }> {
   const [states, h] = await Promise.all([app.client.listStates(), app.client.health()]);
-  return { keys: states.map((s) => s.key).sort().join(','), states: states.length, bytes: h.bytesStored };
+  return {
+    keys: states
+      .map((s) => s.key)
+      .sort()
+      .join(','),
+    states: states.length,
+    bytes: h.bytesStored,
+  };
 }
 
 /** One line per file, URL or catalog entry: what was tried and what happened, in plain words. */
@@ -45,7 +52,9 @@ export async function importOne(name: string, src: Uint8Array | Blob | string): 
   } catch (e) {
     const after = await storeFingerprint();
     const same = after.keys === before.keys && after.bytes === before.bytes;
-    log.fail(`${errorText(e)} — ${same ? `the store is unchanged (${after.states} states, ${fmtBytes(after.bytes)})` : 'WARNING: the store changed during a refused import'}`);
+    log.fail(
+      `${errorText(e)} — ${same ? `the store is unchanged (${after.states} states, ${fmtBytes(after.bytes)})` : 'WARNING: the store changed during a refused import'}`,
+    );
   }
 }
 
@@ -95,7 +104,13 @@ async function loadCatalog(): Promise<void> {
         el(
           'li',
           {},
-          el('button', { class: 'small', type: 'button', text: 'Open', 'aria-label': `Open ${e.name}`, onclick: () => void importOne(e.name, new URL(e.url, r.url).href) }),
+          el('button', {
+            class: 'small',
+            type: 'button',
+            text: 'Open',
+            'aria-label': `Open ${e.name}`,
+            onclick: () => void importOne(e.name, new URL(e.url, r.url).href),
+          }),
           ` ${e.name}${e.model ? ` · ${e.model}` : ''}${e.size ? ` · ${fmtBytes(e.size)}` : ''}${e.description ? ` — ${e.description}` : ''}`,
         ),
       ),
@@ -114,17 +129,20 @@ function updateExport(): void {
   const d = $<HTMLInputElement>('exportDelta');
   d.disabled = !s?.parent;
   if (!s?.parent) d.checked = false;
-  $('cartridgeNote').textContent = [available ? '' : `export: ${NOT_YET}`, has(app.client, 'importCartridge') ? '' : `import: ${NOT_YET}`].filter(Boolean).join(' · ');
+  $('cartridgeNote').textContent = [available ? '' : `export: ${NOT_YET}`, has(app.client, 'importCartridge') ? '' : `import: ${NOT_YET}`]
+    .filter(Boolean)
+    .join(' · ');
 }
 
 export function initCartridges(): void {
   onRefresh(updateExport);
   onSelect(updateExport);
-  $<HTMLButtonElement>('exportBtn').onclick = () => download().catch((e) => {
-    const out = $('exportResult');
-    out.textContent = errorText(e);
-    out.classList.add('error');
-  });
+  $<HTMLButtonElement>('exportBtn').onclick = () =>
+    download().catch((e) => {
+      const out = $('exportResult');
+      out.textContent = errorText(e);
+      out.classList.add('error');
+    });
   const input = $<HTMLInputElement>('file');
   input.onchange = () => {
     if (input.files?.length) void importFiles(input.files).finally(() => (input.value = ''));

@@ -51,9 +51,20 @@ export function makeChart(canvas: HTMLCanvasElement, spec: ChartSpec): SavingsCh
   return {
     update(labels, series) {
       chart.data.labels = labels;
-      chart.data.datasets = series.map((s) => ({ label: s.label, data: s.values, backgroundColor: s.color, borderColor: s.color, borderWidth: spec.kind === 'line' ? 2 : 0, pointRadius: 3, ...(s.dashed ? { borderDash: [6, 4] } : {}) }));
+      chart.data.datasets = series.map((s) => ({
+        label: s.label,
+        data: s.values,
+        backgroundColor: s.color,
+        borderColor: s.color,
+        borderWidth: spec.kind === 'line' ? 2 : 0,
+        pointRadius: 3,
+        ...(s.dashed ? { borderDash: [6, 4] } : {}),
+      }));
       chart.update();
-      canvas.setAttribute('aria-label', `${spec.title}: ${series.map((s) => `${s.label} ${s.values.map((v) => (v === null ? '—' : fmt(v))).join(', ')}`).join('; ')}`);
+      canvas.setAttribute(
+        'aria-label',
+        `${spec.title}: ${series.map((s) => `${s.label} ${s.values.map((v) => (v === null ? '—' : fmt(v))).join(', ')}`).join('; ')}`,
+      );
     },
     destroy: () => chart.destroy(),
   };

@@ -9,7 +9,11 @@ export const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
 type Attrs = Record<string, string | number | boolean | undefined | ((ev: Event) => void)>;
 
 /** Creates an element; `on*` attributes become listeners, `false`/`undefined` are left out. */
-export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: (Node | string | null | undefined)[]): HTMLElementTagNameMap[K] {
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Attrs = {},
+  ...children: (Node | string | null | undefined)[]
+): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === false) continue;

@@ -11,13 +11,21 @@ export function setStatus(text: string, error = false): void {
 function describe(id: string): string {
   const m = MODELS.find((x) => x.id === id);
   if (!m) return '';
-  return m.source === 'hub' ? `Downloads about ${fmtBytes(m.approxBytes)} from the Hugging Face Hub once, then loads from the browser cache.` : `${m.label}. Served with this page (${fmtBytes(m.approxBytes)}), no network needed.`;
+  return m.source === 'hub'
+    ? `Downloads about ${fmtBytes(m.approxBytes)} from the Hugging Face Hub once, then loads from the browser cache.`
+    : `${m.label}. Served with this page (${fmtBytes(m.approxBytes)}), no network needed.`;
 }
 
 export function initModelPicker(params: URLSearchParams): void {
   const sel = $<HTMLSelectElement>('model');
   const groups = { local: el('optgroup', { label: 'Offline (served with the page)' }), hub: el('optgroup', { label: 'Online (Hugging Face Hub)' }) };
-  for (const m of MODELS) groups[m.source].append(el('option', { value: m.id, text: m.source === 'hub' ? `${m.id} (~${fmtBytes(m.approxBytes)})` : `${m.id}${m.approxBytes > 1e8 ? ` (~${fmtBytes(m.approxBytes)})` : ''}` }));
+  for (const m of MODELS)
+    groups[m.source].append(
+      el('option', {
+        value: m.id,
+        text: m.source === 'hub' ? `${m.id} (~${fmtBytes(m.approxBytes)})` : `${m.id}${m.approxBytes > 1e8 ? ` (~${fmtBytes(m.approxBytes)})` : ''}`,
+      }),
+    );
   sel.append(groups.local, groups.hub);
   sel.value = params.get('model') ?? 'tiny-gpt2';
   $<HTMLSelectElement>('device').value = params.get('device') ?? 'auto';
@@ -58,7 +66,9 @@ export async function loadModel(): Promise<boolean> {
     badge.textContent = info.device === 'webgpu' ? `WebGPU · ${info.adapter ?? 'adapter'}` : `WASM · ${h.threads} thread${h.threads === 1 ? '' : 's'}`;
     const iso = h.crossOriginIsolated ? '' : ' The page is not cross-origin isolated (the host sends no COOP/COEP headers), so WASM runs on one thread.';
     $('deviceReason').textContent = `Why: ${info.deviceReason}.${iso}`;
-    setStatus(`${info.id} (${info.arch}, ${Number.isFinite(info.maxTokens) ? `up to ${info.maxTokens} tokens` : 'a fixed-size state: no context limit'}) loaded in ${fmtMs(info.loadMs)}`);
+    setStatus(
+      `${info.id} (${info.arch}, ${Number.isFinite(info.maxTokens) ? `up to ${info.maxTokens} tokens` : 'a fixed-size state: no context limit'}) loaded in ${fmtMs(info.loadMs)}`,
+    );
     const recompute = $<HTMLInputElement>('recompute');
     // Recomputing a long context on a full-size model takes seconds per step: opt-in there.
     recompute.checked = id.startsWith('tiny-');

@@ -118,7 +118,12 @@ export async function recordStep(r: InferResult, context: number[] | undefined):
  * Runs a continue step and keeps the token ids of the new state, so that its
  * own children can be recomputed for real later.
  */
-export async function continueFrom(stateKey: string, delta: string, maxNewTokens: number, sampling?: { temperature: number; seed: number }): Promise<InferResult> {
+export async function continueFrom(
+  stateKey: string,
+  delta: string,
+  maxNewTokens: number,
+  sampling?: { temperature: number; seed: number },
+): Promise<InferResult> {
   const parentTokens = app.tokensOf.get(stateKey);
   const deltaTokens = parentTokens ? await app.client.tokenize(delta) : undefined;
   const r = await app.client.infer({ stateKey, delta, maxNewTokens, ...(sampling ? { sampling } : {}) });
@@ -128,7 +133,11 @@ export async function continueFrom(stateKey: string, delta: string, maxNewTokens
   return r;
 }
 
-export async function createBase(text: string, label: string | undefined, opts: { signal?: AbortSignal; onProgress?: (p: { done: number; total: number }) => void } = {}): Promise<CreateStateResult> {
+export async function createBase(
+  text: string,
+  label: string | undefined,
+  opts: { signal?: AbortSignal; onProgress?: (p: { done: number; total: number }) => void } = {},
+): Promise<CreateStateResult> {
   const r = await app.client.createState({ text, ...(label ? { label } : {}) }, opts);
   const tokens = await app.client.tokenize(text);
   app.tokensOf.set(r.stateKey, tokens);

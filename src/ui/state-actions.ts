@@ -97,7 +97,10 @@ export function initStateActions(): void {
     const stateKeys = chainTo(s.key);
     const r = await app.client.merge({ stateKeys });
     await refresh();
-    setResult(out, `merged ${stateKeys.length} states into ${short(r.newStateKey)} (${r.tokens} tokens, ${fmtBytes(r.bytes)}): released ${r.released.length} intermediate states${r.keptPinned.length ? `, kept ${r.keptPinned.length} pinned` : ''}, freed ${fmtBytes(r.bytesFreed)}`);
+    setResult(
+      out,
+      `merged ${stateKeys.length} states into ${short(r.newStateKey)} (${r.tokens} tokens, ${fmtBytes(r.bytes)}): released ${r.released.length} intermediate states${r.keptPinned.length ? `, kept ${r.keptPinned.length} pinned` : ''}, freed ${fmtBytes(r.bytesFreed)}`,
+    );
     select(r.newStateKey);
   });
   run('compact', async (s) => {
@@ -106,7 +109,10 @@ export function initStateActions(): void {
     const lastTokens = Math.max(0, Number($<HTMLInputElement>('keepLast').value) || 0);
     const r = await app.client.compact({ stateKey: s.key, keep: { firstTokens, lastTokens } });
     await refresh();
-    setResult(out, `compacted ${short(s.key)} (${s.tokens} tokens) to ${short(r.newStateKey)}: kept ${r.tokens} tokens, dropped ${r.tokensDropped}, folded ${r.stepsFolded} steps; reused ${r.reused} tokens, prefilled ${r.processed} in ${fmtMs(r.timings.prefillMs)}`);
+    setResult(
+      out,
+      `compacted ${short(s.key)} (${s.tokens} tokens) to ${short(r.newStateKey)}: kept ${r.tokens} tokens, dropped ${r.tokensDropped}, folded ${r.stepsFolded} steps; reused ${r.reused} tokens, prefilled ${r.processed} in ${fmtMs(r.timings.prefillMs)}`,
+    );
     select(r.newStateKey);
   });
   run('chooseCodec', async (s) => {
@@ -128,7 +134,15 @@ export function initStateActions(): void {
       ),
     );
     $('codecTable').replaceChildren(
-      el('table', {}, el('caption', { text: `Codecs measured on ${short(s.key)} (${r.tokens} tokens, probe of ${r.probeTokens.length} tokens) in ${fmtMs(performance.now() - t0)}: the smallest that meets every limit is ${r.choice}.` }), el('thead', {}, head), el('tbody', {}, ...rows)),
+      el(
+        'table',
+        {},
+        el('caption', {
+          text: `Codecs measured on ${short(s.key)} (${r.tokens} tokens, probe of ${r.probeTokens.length} tokens) in ${fmtMs(performance.now() - t0)}: the smallest that meets every limit is ${r.choice}.`,
+        }),
+        el('thead', {}, head),
+        el('tbody', {}, ...rows),
+      ),
     );
     setResult(out, `codec choice for ${short(s.key)}: ${r.choice}`);
   });
@@ -141,7 +155,12 @@ export function initStateActions(): void {
     const r = await app.client.deleteState(s.key);
     select(s.parent);
     await refresh();
-    setResult(out, r.deleted ? `deleted ${short(s.key)}: freed ${r.blobsFreed} blobs, ${fmtBytes(r.bytesFreed)} (blocks other states share are kept)` : `${short(s.key)} was already gone`);
+    setResult(
+      out,
+      r.deleted
+        ? `deleted ${short(s.key)}: freed ${r.blobsFreed} blobs, ${fmtBytes(r.bytesFreed)} (blocks other states share are kept)`
+        : `${short(s.key)} was already gone`,
+    );
   });
   showInfo(undefined);
 }

@@ -1,4 +1,14 @@
-import type { CreateStateRequest, CreateStateResult, InferRequest, InferResult, StateInfo, MergeRequest, MergeResult, CompactRequest, CompactResult } from '../engine/engine.ts';
+import type {
+  CreateStateRequest,
+  CreateStateResult,
+  InferRequest,
+  InferResult,
+  StateInfo,
+  MergeRequest,
+  MergeResult,
+  CompactRequest,
+  CompactResult,
+} from '../engine/engine.ts';
 import type { Progress } from '../models/types.ts';
 import type { DeviceChoice } from './device.ts';
 import type { SignedReceipt } from '../core/receipts.ts';

@@ -31,7 +31,8 @@ export async function pickDevice(choice: DeviceChoice): Promise<DevicePick> {
   const info = adapter.info ?? {};
   const name = [info.vendor, info.architecture, info.description || info.device].filter(Boolean).join(' ') || 'unknown adapter';
   const software = Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter) || /swiftshader|llvmpipe|software/i.test(name);
-  if (choice === 'webgpu') return { device: 'webgpu', adapter: name, reason: software ? 'WebGPU was asked for (software adapter: slow)' : 'WebGPU was asked for' };
+  if (choice === 'webgpu')
+    return { device: 'webgpu', adapter: name, reason: software ? 'WebGPU was asked for (software adapter: slow)' : 'WebGPU was asked for' };
   if (software) return { device: 'wasm', adapter: name, reason: `only a software WebGPU adapter (${name}); WASM is faster` };
   return { device: 'webgpu', adapter: name, reason: 'a WebGPU adapter was found' };
 }

@@ -15,7 +15,12 @@ import { createMambaModel, type OrtLike } from '../models/mamba.ts';
  * that scripts/make-models.ts runs, so the fingerprint and state keys are the
  * ones an offline build of the same weights gives.
  */
-export async function loadMambaForWorker(o: { modelId: string; base: string; pick: DevicePick; readFile: (p: string) => Promise<Uint8Array> }): Promise<StateModel> {
+export async function loadMambaForWorker(o: {
+  modelId: string;
+  base: string;
+  pick: DevicePick;
+  readFile: (p: string) => Promise<Uint8Array>;
+}): Promise<StateModel> {
   const tok = await AutoTokenizer.from_pretrained(o.modelId);
   const tokenizer = {
     encode: (text: string) => Array.from((tok as unknown as { encode: (t: string) => number[] }).encode(text)),

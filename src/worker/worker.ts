@@ -51,12 +51,28 @@ async function load(id: string, choice: DeviceChoice, onFile?: (p: { file: strin
   env.localModelPath = new URL(o.modelsBase).pathname;
   let model: StateModel;
   if (arch === 'gpt2') {
-    model = await loadGpt2({ modelId: id, device: pick.device, adapter: pick.adapter, deviceReason: pick.reason, readFile: (p) => fetchBytes(base + p), onLoadProgress: onFile });
+    model = await loadGpt2({
+      modelId: id,
+      device: pick.device,
+      adapter: pick.adapter,
+      deviceReason: pick.reason,
+      readFile: (p) => fetchBytes(base + p),
+      onLoadProgress: onFile,
+    });
   } else {
     const { loadMambaForWorker } = await import('./mamba-loader.ts');
     model = await loadMambaForWorker({ modelId: id, base, pick, readFile: (p) => fetchBytes(base + p) });
   }
-  const info: ModelInfo = { id, arch, device: model.device, adapter: model.adapter, deviceReason: model.deviceReason, fingerprint: model.fingerprint, maxTokens: model.maxTokens, loadMs: performance.now() - t0 };
+  const info: ModelInfo = {
+    id,
+    arch,
+    device: model.device,
+    adapter: model.adapter,
+    deviceReason: model.deviceReason,
+    fingerprint: model.fingerprint,
+    maxTokens: model.maxTokens,
+    loadMs: performance.now() - t0,
+  };
   return { model, info };
 }
 
@@ -103,22 +119,27 @@ async function watchWebGpuDevice(): Promise<void> {
 const api: WorkerApi = {
   ping: async () => Date.now(),
   debugFault: async (kind) => {
-    if (kind === 'throw') setTimeout(() => {
-      throw new Error('injected fault');
-    });
+    if (kind === 'throw')
+      setTimeout(() => {
+        throw new Error('injected fault');
+      });
     else if (kind === 'close') self.close();
     else if (kind === 'device-lost') reportDeviceLost('injected fault');
-    else if (kind === 'hang') setTimeout(() => {
-      for (;;) {
-        /* busy forever */
-      }
-    });
+    else if (kind === 'hang')
+      setTimeout(() => {
+        for (;;) {
+          /* busy forever */
+        }
+      });
   },
   init: wrap(async (o: InitOptions) => {
     opts = o;
     const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown; numThreads?: number } };
     if (onnx.wasm) {
-      onnx.wasm.wasmPaths = { mjs: new URL('ort-wasm-simd-threaded.asyncify.mjs', o.ortBase).href, wasm: new URL('ort-wasm-simd-threaded.asyncify.wasm', o.ortBase).href };
+      onnx.wasm.wasmPaths = {
+        mjs: new URL('ort-wasm-simd-threaded.asyncify.mjs', o.ortBase).href,
+        wasm: new URL('ort-wasm-simd-threaded.asyncify.wasm', o.ortBase).href,
+      };
       // numThreads is read once, when the first session is made.
       onnx.wasm.numThreads = o.numThreads ?? (self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
     }

@@ -59,7 +59,14 @@ test.describe('cartridges: a state carried from one browser profile to another',
   test('export in one profile, import in a fresh one: whole and delta cartridges continue with the same tokens', async () => {
     const text = LOREM.repeat(2);
     const a = await profile();
-    let exported: { base: { key: string; tokens: number[]; file: string }; child: { key: string; delta: string }; wantInput: number[]; want: number[]; wantChild: number[]; parentTokens: string | undefined };
+    let exported: {
+      base: { key: string; tokens: number[]; file: string };
+      child: { key: string; delta: string };
+      wantInput: number[];
+      want: number[];
+      wantChild: number[];
+      parentTokens: string | undefined;
+    };
     try {
       await openPage(a.page);
       exported = await a.page.evaluate(async (t) => {
@@ -155,7 +162,15 @@ test.describe('cartridges: a state carried from one browser profile to another',
         const u = new Uint8Array(await delta.arrayBuffer());
         const n = new DataView(u.buffer).getUint32(0, true);
         const codec = (JSON.parse(new TextDecoder().decode(u.subarray(8, 8 + n))).__metadata__ as Record<string, string>).codec!;
-        return { base: base.stateKey, child: child.newStateKey, baseFile: await b64(await sc.exportCartridge(base.stateKey)), delta: await b64(delta), want: want.outputTokens, wantChild: wantChild.outputTokens, codec };
+        return {
+          base: base.stateKey,
+          child: child.newStateKey,
+          baseFile: await b64(await sc.exportCartridge(base.stateKey)),
+          delta: await b64(delta),
+          want: want.outputTokens,
+          wantChild: wantChild.outputTokens,
+          codec,
+        };
       }, text);
     } finally {
       await a.close();
@@ -168,7 +183,10 @@ test.describe('cartridges: a state carried from one browser profile to another',
       const r = await b.page.evaluate(async (x) => {
         const sc = window.statecart!;
         const bytes = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-        const missing = await sc.importCartridge(bytes(x.delta)).then(() => 'imported!', (e: Error) => e.name);
+        const missing = await sc.importCartridge(bytes(x.delta)).then(
+          () => 'imported!',
+          (e: Error) => e.name,
+        );
         const base = await sc.importCartridge(new Blob([bytes(x.baseFile)]));
         const child = await sc.importCartridge(new Blob([bytes(x.delta)]));
         await sc.dropHot();
@@ -206,7 +224,14 @@ test.describe('cartridges: a state carried from one browser profile to another',
         ['truncated', good.subarray(0, good.length - 100)],
         ['data bit flip', flip(good.length - 5)],
         ['header bit flip', flip(8 + Math.floor(n / 2))],
-        ['huge header length', (() => { const c = good.slice(); new DataView(c.buffer).setUint32(4, 1, true); return c; })()],
+        [
+          'huge header length',
+          (() => {
+            const c = good.slice();
+            new DataView(c.buffer).setUint32(4, 1, true);
+            return c;
+          })(),
+        ],
         ['not safetensors', new Blob(['hello, this is not a cartridge'])],
         // The dev server answers unknown paths with its HTML page (HTTP 200).
         ['an HTML page', new URL('no-such-cartridge.safetensors', location.href).href],

@@ -48,7 +48,10 @@ test.describe('codecs in the browser: an int8 state in IndexedDB', () => {
       });
       await sc.dropHot();
       const verifyBad = await sc.verifyState(a.stateKey);
-      const probeErr = await sc.probe({ tokens: [11], stateKey: a.stateKey }).then(() => 'served!', (e: Error) => e.name);
+      const probeErr = await sc.probe({ tokens: [11], stateKey: a.stateKey }).then(
+        () => 'served!',
+        (e: Error) => e.name,
+      );
       await sc.setCodecPolicy({ codec: 'fp32' });
       return { tokens: tokens.length, fp32Info, info, hot, cold, verify, flipped, verifyBad, probeErr, fp32Logits, int8Logits, table };
     }, LOREM.repeat(2));

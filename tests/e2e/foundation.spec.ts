@@ -29,7 +29,12 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
       const health = await page.evaluate(() => window.statecart!.health());
       expect(health.device).toBe(device);
       // Lengths chosen to cross the 128-token prefill chunk (past + new in one call).
-      const prompts = [[15496], [15496, 995, 11, 314, 716], Array.from({ length: 37 }, (_, i) => (i * 977) % 50257), Array.from({ length: 140 }, (_, i) => (i * 7919 + 13) % 50257)];
+      const prompts = [
+        [15496],
+        [15496, 995, 11, 314, 716],
+        Array.from({ length: 37 }, (_, i) => (i * 977) % 50257),
+        Array.from({ length: 140 }, (_, i) => (i * 7919 + 13) % 50257),
+      ];
       for (const tokens of prompts) {
         const got = await page.evaluate(async (t) => Array.from(await window.statecart!.probe({ tokens: t })), tokens);
         const want = referenceLogits(tokens);
@@ -145,7 +150,10 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
       });
       await sc.dropHot();
       const verify = await sc.verifyState(a.stateKey);
-      const probeErr = await sc.probe({ tokens: [11], stateKey: a.stateKey }).then(() => 'served!', (e: Error) => e.name);
+      const probeErr = await sc.probe({ tokens: [11], stateKey: a.stateKey }).then(
+        () => 'served!',
+        (e: Error) => e.name,
+      );
       // infer does not serve the damaged block: it recomputes from the tokens.
       const again = await sc.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 6 });
       const verifyAfter = await sc.verifyState(a.stateKey);

@@ -64,4 +64,5 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-export const LOREM = 'The cache keys every state by the SHA-256 of its model and its tokens, so a prefix computed once is found again by anyone who asks for it. ';
+export const LOREM =
+  'The cache keys every state by the SHA-256 of its model and its tokens, so a prefix computed once is found again by anyone who asks for it. ';

@@ -57,28 +57,31 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
     await page.goto(`/models/${MODEL}/statecart.json`);
     // What `onnxruntime-web/webgpu` resolves to (its package.json "exports"), served by Vite.
     const ortUrl = '/node_modules/onnxruntime-web/dist/ort.webgpu.bundle.min.mjs';
-    const graphs = await page.evaluate(async ({ model, ortUrl }) => {
-      const ort = await import(/* @vite-ignore */ ortUrl);
-      ort.env.wasm.wasmPaths = { wasm: '/ort/ort-wasm-simd-threaded.asyncify.wasm' };
-      ort.env.wasm.numThreads = 1;
-      ort.env.logLevel = 'verbose';
-      const get = async (p: string) => new Uint8Array(await (await fetch(`/models/${model}/${p}`)).arrayBuffer());
-      const weights = await get('onnx/weights.bin');
-      const done: string[] = [];
-      for (const k of ['prefill', 'tail', 'step']) {
-        console.log(`statecart-graph ${k}`);
-        const s = await ort.InferenceSession.create(await get(`onnx/${k}.onnx`), {
-          executionProviders: ['webgpu'],
-          graphOptimizationLevel: 'all',
-          externalData: [{ path: 'weights.bin', data: weights }],
-          logSeverityLevel: 0,
-          logVerbosityLevel: 0,
-        });
-        await s.release();
-        done.push(k);
-      }
-      return done;
-    }, { model: MODEL, ortUrl });
+    const graphs = await page.evaluate(
+      async ({ model, ortUrl }) => {
+        const ort = await import(/* @vite-ignore */ ortUrl);
+        ort.env.wasm.wasmPaths = { wasm: '/ort/ort-wasm-simd-threaded.asyncify.wasm' };
+        ort.env.wasm.numThreads = 1;
+        ort.env.logLevel = 'verbose';
+        const get = async (p: string) => new Uint8Array(await (await fetch(`/models/${model}/${p}`)).arrayBuffer());
+        const weights = await get('onnx/weights.bin');
+        const done: string[] = [];
+        for (const k of ['prefill', 'tail', 'step']) {
+          console.log(`statecart-graph ${k}`);
+          const s = await ort.InferenceSession.create(await get(`onnx/${k}.onnx`), {
+            executionProviders: ['webgpu'],
+            graphOptimizationLevel: 'all',
+            externalData: [{ path: 'weights.bin', data: weights }],
+            logSeverityLevel: 0,
+            logVerbosityLevel: 0,
+          });
+          await s.release();
+          done.push(k);
+        }
+        return done;
+      },
+      { model: MODEL, ortUrl },
+    );
     expect(graphs).toEqual(['prefill', 'tail', 'step']);
     // "Node(s) placed on [EP]. Number of nodes: n" then one line per node; or,
     // when one EP has them all, only "All nodes placed on [EP]. Number of nodes: n".
@@ -104,7 +107,10 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
       const cpu = placed[k]?.CPUExecutionProvider ?? [];
       for (const op of ['MatMul', 'Exp', 'Mul', 'Add', 'Gemm']) expect(gpu, `${k}: ${op} on WebGPU`).toContain(op);
       for (const op of ['CumSum', 'ReduceSum', 'Where']) expect(gpu, `${k}: ${op} on WebGPU`).toContain(op);
-      expect(cpu.filter((op) => !shapeOps.has(op)), `${k}: compute ops on the CPU`).toEqual([]);
+      expect(
+        cpu.filter((op) => !shapeOps.has(op)),
+        `${k}: compute ops on the CPU`,
+      ).toEqual([]);
       // One shared mask chain: Gather of a shape, Range, 2 Reshapes, a comparison.
       expect(cpu.length, `${k}: nodes on the CPU: ${cpu.join(', ')}`).toBeLessThanOrEqual(5);
     }
@@ -207,30 +213,48 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
 
   test('a long prefill leaves the worker responsive: other calls answer meanwhile, and cancel stops it', async ({ page }) => {
     await openPage(page, { model: MODEL });
-    const r = await page.evaluate(async (long) => {
-      const sc = window.statecart!;
-      const order: string[] = [];
-      let progressSeen = 0;
-      const build = sc.createState({ tokens: long }, { onProgress: (p) => (progressSeen = p.done) }).then(() => order.push('createState'));
-      // Wait until the prefill is under way, then ask something else.
-      while (progressSeen === 0) await new Promise((res) => setTimeout(res, 5));
-      await sc.health().then(() => order.push('health'));
-      await build;
-      const ac = new AbortController();
-      let at = 0;
-      const cancelled = sc
-        .createState({ tokens: long.map((t) => (t + 1) % 50257) }, { signal: ac.signal, onProgress: (p) => { at = p.done; if (p.done > 0 && !ac.signal.aborted) ac.abort(); } })
-        .then(() => 'finished', (e: Error) => e.name);
-      const cancelledName = await cancelled;
-      const cancelledAt = at;
-      const states = (await sc.listStates()).length;
-      // Generation is a loop of one-token runs: cancel must reach it too.
-      const ac2 = new AbortController();
-      const first = (await sc.listStates())[0]!.key;
-      setTimeout(() => ac2.abort(), 300);
-      const generating = await sc.infer({ stateKey: first, deltaTokens: [11], maxNewTokens: 5000 }, { signal: ac2.signal }).then(() => 'finished', (e: Error) => e.name);
-      return { order, cancelled: cancelledName, at: cancelledAt, states, generating };
-    }, ids(6000, 6));
+    const r = await page.evaluate(
+      async (long) => {
+        const sc = window.statecart!;
+        const order: string[] = [];
+        let progressSeen = 0;
+        const build = sc.createState({ tokens: long }, { onProgress: (p) => (progressSeen = p.done) }).then(() => order.push('createState'));
+        // Wait until the prefill is under way, then ask something else.
+        while (progressSeen === 0) await new Promise((res) => setTimeout(res, 5));
+        await sc.health().then(() => order.push('health'));
+        await build;
+        const ac = new AbortController();
+        let at = 0;
+        const cancelled = sc
+          .createState(
+            { tokens: long.map((t) => (t + 1) % 50257) },
+            {
+              signal: ac.signal,
+              onProgress: (p) => {
+                at = p.done;
+                if (p.done > 0 && !ac.signal.aborted) ac.abort();
+              },
+            },
+          )
+          .then(
+            () => 'finished',
+            (e: Error) => e.name,
+          );
+        const cancelledName = await cancelled;
+        const cancelledAt = at;
+        const states = (await sc.listStates()).length;
+        // Generation is a loop of one-token runs: cancel must reach it too.
+        const ac2 = new AbortController();
+        const first = (await sc.listStates())[0]!.key;
+        setTimeout(() => ac2.abort(), 300);
+        const generating = await sc.infer({ stateKey: first, deltaTokens: [11], maxNewTokens: 5000 }, { signal: ac2.signal }).then(
+          () => 'finished',
+          (e: Error) => e.name,
+        );
+        return { order, cancelled: cancelledName, at: cancelledAt, states, generating };
+      },
+      ids(6000, 6),
+    );
     expect(r.order).toEqual(['health', 'createState']);
     expect(r.cancelled).toBe('Aborted');
     expect(r.at).toBeLessThan(6000);

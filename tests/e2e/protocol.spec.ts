@@ -11,7 +11,12 @@ async function idbSnapshot(page: Page): Promise<[string, string][]> {
     });
     const tx = db.transaction('kv', 'readonly').objectStore('kv');
     const [keys, values] = await Promise.all(
-      [tx.getAllKeys(), tx.getAll()].map((q) => new Promise<unknown[]>((r) => { q.onsuccess = () => r(q.result as unknown[]); })),
+      [tx.getAllKeys(), tx.getAll()].map(
+        (q) =>
+          new Promise<unknown[]>((r) => {
+            q.onsuccess = () => r(q.result as unknown[]);
+          }),
+      ),
     );
     db.close();
     const out: [string, string][] = [];
@@ -70,7 +75,21 @@ test.describe('protocol on WASM through the library', () => {
       const tokens = Array.from({ length: 1000 }, (_, i) => (i * 7919 + 11) % 50000);
       const ac = new AbortController();
       const seen: { done: number; total: number }[] = [];
-      const err = await sc.createState({ tokens }, { signal: ac.signal, onProgress: (p) => { seen.push(p); if (p.done >= 300) ac.abort(); } }).then(() => null, (e: Error) => ({ name: e.name, isAborted: e instanceof Error }));
+      const err = await sc
+        .createState(
+          { tokens },
+          {
+            signal: ac.signal,
+            onProgress: (p) => {
+              seen.push(p);
+              if (p.done >= 300) ac.abort();
+            },
+          },
+        )
+        .then(
+          () => null,
+          (e: Error) => ({ name: e.name, isAborted: e instanceof Error }),
+        );
       // The whole run, uncancelled, for the progress check.
       const all: { done: number; total: number }[] = [];
       const other = Array.from({ length: 700 }, (_, i) => (i * 104729 + 3) % 50000);
@@ -105,7 +124,16 @@ test.describe('protocol on WASM through the library', () => {
       const tierAfter = (await sc.getState(a.stateKey)).tier;
       const second = await sc.infer({ stateKey: a.stateKey, delta: ' q', maxNewTokens: 4 });
       const h2 = (await sc.health()).blobReads;
-      return { tierBefore, tierAfter, h0, h1, h2, t1: first.tier, t2: second.tier, same: JSON.stringify(first.outputTokens) === JSON.stringify(second.outputTokens) };
+      return {
+        tierBefore,
+        tierAfter,
+        h0,
+        h1,
+        h2,
+        t1: first.tier,
+        t2: second.tier,
+        same: JSON.stringify(first.outputTokens) === JSON.stringify(second.outputTokens),
+      };
     }, LOREM.repeat(2));
     expect(r.tierBefore).toBe('stored');
     expect(r.t1).toBe('stored');

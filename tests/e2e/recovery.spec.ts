@@ -9,15 +9,35 @@ test('the client recovers from a crashed, exited or GPU-lost worker during a pre
     const lib = '/src/lib/index.ts';
     const { createStatecart } = (await import(/* @vite-ignore */ lib)) as typeof import('../../src/lib/index.ts');
     const restarts: string[] = [];
-    const sc = await createStatecart({ model: 'tiny-gpt2', device: 'wasm', heartbeatMs: 250, hangMs: 10_000, dbName: 'recovery-test', onRestart: (why) => restarts.push(why) });
+    const sc = await createStatecart({
+      model: 'tiny-gpt2',
+      device: 'wasm',
+      heartbeatMs: 250,
+      hangMs: 10_000,
+      dbName: 'recovery-test',
+      onRestart: (why) => restarts.push(why),
+    });
     await sc.clearStore();
     const out: Record<string, { error: string; next: number | string; states: number; verified: boolean }> = {};
     for (const kind of ['throw', 'close', 'device-lost'] as const) {
       const long = Array.from({ length: 900 }, (_, i) => (i * 13 + kind.length) % 50000);
       const error = await sc
-        .createState({ tokens: long }, { onProgress: (p) => { if (p.done === 128) void sc.debugFault(kind).catch(() => undefined); } })
-        .then(() => 'completed', (e: Error) => e.name);
-      const next = await sc.createState({ text: `after ${kind}` }).then((x) => x.tokens, (e: Error) => `${e.name}: ${e.message}`);
+        .createState(
+          { tokens: long },
+          {
+            onProgress: (p) => {
+              if (p.done === 128) void sc.debugFault(kind).catch(() => undefined);
+            },
+          },
+        )
+        .then(
+          () => 'completed',
+          (e: Error) => e.name,
+        );
+      const next = await sc.createState({ text: `after ${kind}` }).then(
+        (x) => x.tokens,
+        (e: Error) => `${e.name}: ${e.message}`,
+      );
       const states = await sc.listStates();
       const checks = await Promise.all(states.map((s) => sc.verifyState(s.key)));
       out[kind] = { error, next, states: states.length, verified: checks.every((c) => c.ok) };

@@ -78,7 +78,10 @@ test('a worker closed after each IndexedDB request of a 20-block write leaves th
         }
         for (const p of prefixes) {
           const key = await stateKey(FP, p);
-          const got = await store.getState(key).then((x) => maxDiff(x.state, syntheticState(p)), () => Infinity);
+          const got = await store.getState(key).then(
+            (x) => maxDiff(x.state, syntheticState(p)),
+            () => Infinity,
+          );
           if (got !== 0) tally.lost++;
         }
         store.close();
@@ -116,12 +119,21 @@ test('the statecart worker closed in the middle of a write is replaced; the stor
       await sc.createState({ tokens: long.slice(0, 40) });
       await sc.createState({ tokens: long.slice(0, 75) });
       await sc.debugStoreFault(k);
-      const first = await sc.createState({ tokens: long }).then(() => 'completed', (e: Error) => e.name);
+      const first = await sc.createState({ tokens: long }).then(
+        () => 'completed',
+        (e: Error) => e.name,
+      );
       const check = await sc.checkStore();
       const states = await sc.listStates();
       const verified = await Promise.all(states.map((s) => sc.verifyState(s.key)));
-      const next = await sc.createState({ tokens: long }).then((x) => x.tokens, (e: Error) => e.name);
-      const cont = await sc.infer({ stateKey: (await sc.listStates()).find((s) => s.tokens === 316)!.key, maxNewTokens: 2 }).then((x) => x.outputTokens.length, (e: Error) => e.name);
+      const next = await sc.createState({ tokens: long }).then(
+        (x) => x.tokens,
+        (e: Error) => e.name,
+      );
+      const cont = await sc.infer({ stateKey: (await sc.listStates()).find((s) => s.tokens === 316)!.key, maxNewTokens: 2 }).then(
+        (x) => x.outputTokens.length,
+        (e: Error) => e.name,
+      );
       out.push({ k, first, orphans: check.orphanBlobs, damaged: check.damaged, states: states.length, allVerified: verified.every((v) => v.ok), next, cont });
     }
     const restarts = sc.restarts;
@@ -179,9 +191,25 @@ test('under a small byte budget: pinned states survive, least recent go first, s
     const afterEvict = await sc.listStates();
     const info = await sc.storageInfo();
     sc.terminate();
-    return { created, budget, gone, expectedGone, pinnedKept: final.has(pinned.stateKey), firstKept: final.has(made[0]!), overBudget, unverified, orphans, evicted: evictAll.evicted.length, afterEvict: afterEvict.map((s) => s.key), pinnedKey: pinned.stateKey, info };
+    return {
+      created,
+      budget,
+      gone,
+      expectedGone,
+      pinnedKept: final.has(pinned.stateKey),
+      firstKept: final.has(made[0]!),
+      overBudget,
+      unverified,
+      orphans,
+      evicted: evictAll.evicted.length,
+      afterEvict: afterEvict.map((s) => s.key),
+      pinnedKey: pinned.stateKey,
+      info,
+    };
   }, LIB);
-  console.log(`[reliability] budget ${r.budget} B: ${r.created} states created, ${r.gone.length} evicted least-recent first; over budget ${r.overBudget}, unverified ${r.unverified}, orphans ${r.orphans}; evict-all removed ${r.evicted}; storage ${JSON.stringify(r.info)}`);
+  console.log(
+    `[reliability] budget ${r.budget} B: ${r.created} states created, ${r.gone.length} evicted least-recent first; over budget ${r.overBudget}, unverified ${r.unverified}, orphans ${r.orphans}; evict-all removed ${r.evicted}; storage ${JSON.stringify(r.info)}`,
+  );
   expect(r.pinnedKept).toBe(true);
   expect(r.firstKept).toBe(true);
   expect(r.gone.length).toBeGreaterThanOrEqual(8);
@@ -225,7 +253,10 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
         p.evaluate(
           async ({ round, i, text }) => {
             const sc = window.statecart!;
-            const [a, b] = await Promise.all([sc.createState({ text: `${text} round ${round}` }), sc.createState({ text: `${text} page ${i} round ${round}` })]);
+            const [a, b] = await Promise.all([
+              sc.createState({ text: `${text} round ${round}` }),
+              sc.createState({ text: `${text} page ${i} round ${round}` }),
+            ]);
             return { shared: a.stateKey, own: b.stateKey };
           },
           { round, i, text: LOREM },
@@ -239,13 +270,16 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
     // Each reads and continues the other's state.
     const reads = await Promise.all(
       pages.map((p, i) =>
-        p.evaluate(async (key) => {
-          const sc = window.statecart!;
-          await sc.dropHot();
-          const info = await sc.getState(key);
-          const r = await sc.infer({ stateKey: key, delta: ' and', maxNewTokens: 2 });
-          return { tokens: info.tokens, out: r.outputTokens.length, tier: r.tier };
-        }, res[1 - i]!.own),
+        p.evaluate(
+          async (key) => {
+            const sc = window.statecart!;
+            await sc.dropHot();
+            const info = await sc.getState(key);
+            const r = await sc.infer({ stateKey: key, delta: ' and', maxNewTokens: 2 });
+            return { tokens: info.tokens, out: r.outputTokens.length, tier: r.tier };
+          },
+          res[1 - i]!.own,
+        ),
       ),
     );
     for (const x of reads) {
@@ -274,7 +308,14 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
             };
           };
         });
-        return { keys: states.map((s) => s.key), ok: checks.every((c) => c.ok), report, blobs: h.bytesStored, counts, heard: (window as unknown as { heard: string[] }).heard };
+        return {
+          keys: states.map((s) => s.key),
+          ok: checks.every((c) => c.ok),
+          report,
+          blobs: h.bytesStored,
+          counts,
+          heard: (window as unknown as { heard: string[] }).heard,
+        };
       }),
     ),
   );
@@ -294,7 +335,9 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
   // Each page heard about the states the other created.
   const heard0 = own[1]!.filter((k) => final[0]!.heard.includes(k)).length;
   const heard1 = own[0]!.filter((k) => final[1]!.heard.includes(k)).length;
-  console.log(`[reliability] two pages, ${ROUNDS} rounds: ${all.size} distinct states (${shared.length} written by both at once), ${final[0]!.keys.length} stored, ${final[0]!.counts.blobs} blobs, ${crossReads} cross-page reads, lost ${lost}; broadcasts heard ${heard0}/${ROUNDS} and ${heard1}/${ROUNDS}`);
+  console.log(
+    `[reliability] two pages, ${ROUNDS} rounds: ${all.size} distinct states (${shared.length} written by both at once), ${final[0]!.keys.length} stored, ${final[0]!.counts.blobs} blobs, ${crossReads} cross-page reads, lost ${lost}; broadcasts heard ${heard0}/${ROUNDS} and ${heard1}/${ROUNDS}`,
+  );
   expect(lost).toBe(0);
   expect(heard0).toBe(ROUNDS);
   expect(heard1).toBe(ROUNDS);
@@ -351,7 +394,8 @@ test('eviction in one page never removes a block another page is reading: every 
         const store = new StateStore({ dbName: 'reliability-race' });
         let evicted = 0;
         for (let i = 0; i < CYCLES; i++) {
-          const r = i % 2 ? await store.evict({ targetBytes: 0 }) : { evicted: (await store.delete((await store.list())[0]?.key ?? 'none')).blobsFreed ? ['x'] : [] };
+          const r =
+            i % 2 ? await store.evict({ targetBytes: 0 }) : { evicted: (await store.delete((await store.list())[0]?.key ?? 'none')).blobsFreed ? ['x'] : [] };
           evicted += r.evicted.length;
           await putSynthetic(store, tokensFor(5, 200));
         }
@@ -361,7 +405,9 @@ test('eviction in one page never removes a block another page is reading: every 
       { STORE, SYNTH, CYCLES },
     ),
   ]);
-  console.log(`[reliability] eviction race: ${READS} reads (${reader.whole} whole, ${reader.notFound} not found, ${reader.corrupt} corrupt, ${reader.wrong} wrong) against ${CYCLES} delete/evict + rewrite cycles (${evictor.evicted} removals)`);
+  console.log(
+    `[reliability] eviction race: ${READS} reads (${reader.whole} whole, ${reader.notFound} not found, ${reader.corrupt} corrupt, ${reader.wrong} wrong) against ${CYCLES} delete/evict + rewrite cycles (${evictor.evicted} removals)`,
+  );
   expect(reader.corrupt).toBe(0);
   expect(reader.wrong).toBe(0);
   expect(reader.other).toEqual([]);
@@ -382,7 +428,10 @@ test('flipped bytes in stored blobs: every read detects them, the state is liste
       new Promise<{ blocks: { key: string }[] }>((resolve) => {
         const open = indexedDB.open('statecart');
         open.onsuccess = () => {
-          const q = open.result.transaction('kv').objectStore('kv').get('m:' + key);
+          const q = open.result
+            .transaction('kv')
+            .objectStore('kv')
+            .get('m:' + key);
           q.onsuccess = () => {
             resolve(q.result);
             open.result.close();
@@ -422,7 +471,10 @@ test('flipped bytes in stored blobs: every read detects them, the state is liste
         await flip(blob, 13 + i * 97);
         flips++;
         await sc.dropHot();
-        const res = await sc.probe({ tokens: [11], stateKey: key }).then(() => 'served', (e: Error) => e.name);
+        const res = await sc.probe({ tokens: [11], stateKey: key }).then(
+          () => 'served',
+          (e: Error) => e.name,
+        );
         if (res === 'CorruptBlob') detected++;
         if (res === 'served') served++;
         if ((await sc.getState(key)).damaged) listedDamaged++;
@@ -437,7 +489,9 @@ test('flipped bytes in stored blobs: every read detects them, the state is liste
     const ok = (await Promise.all(states.map((s) => sc.verifyState(s.key)))).every((v) => v.ok);
     return { flips, detected, served, listedDamaged, healed, ok, damagedLeft: (await sc.listStates()).filter((s) => s.damaged).length };
   }, LOREM.repeat(2));
-  console.log(`[reliability] ${r.flips} flipped blobs: ${r.detected} detected on read, ${r.served} served, ${r.listedDamaged} listed as damaged, ${r.healed} healed by createState`);
+  console.log(
+    `[reliability] ${r.flips} flipped blobs: ${r.detected} detected on read, ${r.served} served, ${r.listedDamaged} listed as damaged, ${r.healed} healed by createState`,
+  );
   expect(r.flips).toBeGreaterThan(8);
   expect(r.detected).toBe(r.flips);
   expect(r.served).toBe(0);

@@ -118,10 +118,13 @@ test.describe('the demo page, driven as a person would', () => {
           .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className}`)
           .slice(0, 8),
       }));
-    await expect.poll(async () => (await measure()).overflow, { timeout: 5_000 }).toBeLessThanOrEqual(0).catch(async () => {
-      const m = await measure();
-      throw new Error(`page is ${m.overflow}px wider than the screen; elements: ${m.offenders.join(', ')}`);
-    });
+    await expect
+      .poll(async () => (await measure()).overflow, { timeout: 5_000 })
+      .toBeLessThanOrEqual(0)
+      .catch(async () => {
+        const m = await measure();
+        throw new Error(`page is ${m.overflow}px wider than the screen; elements: ${m.offenders.join(', ')}`);
+      });
     await shot(page, '05-phone');
   });
 });
@@ -239,7 +242,16 @@ test.describe('cartridges through the page', () => {
   });
 });
 
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.wasm': 'application/wasm', '.onnx': 'application/octet-stream', '.svg': 'image/svg+xml' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.css': 'text/css',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
+  '.svg': 'image/svg+xml',
+};
 
 /** A static host that sends no COOP/COEP headers, like most of them. */
 function serveStatic(root: string): Promise<{ server: Server; url: string }> {
@@ -254,7 +266,9 @@ function serveStatic(root: string): Promise<{ server: Server; url: string }> {
     res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
     res.end(readFileSync(file));
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}/` })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}/` })),
+  );
 }
 
 test.describe('the built static site', () => {

@@ -1,5 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { consoleSummary, fmtBytes, fmtMs, fmtRatio, fmtStat, mdTable, readmeSection, replaceBetweenMarkers, stat, toMarkdown, README_END, README_START } from '../../bench/lib/report.ts';
+import {
+  consoleSummary,
+  fmtBytes,
+  fmtMs,
+  fmtRatio,
+  fmtStat,
+  mdTable,
+  readmeSection,
+  replaceBetweenMarkers,
+  stat,
+  toMarkdown,
+  README_END,
+  README_START,
+} from '../../bench/lib/report.ts';
 import type { AgentLoopResult, BenchResults, RestoreRow, StorageResult } from '../../bench/lib/types.ts';
 
 const s = (median: number, min = median, max = median, n = 3) => ({ median, min, max, n });
@@ -69,7 +82,15 @@ function fixture(over: Partial<BenchResults> = {}): BenchResults {
     commit: '7c4f3b4e0d1234567890abcdef',
     dirty: false,
     machine: { cores: 2, hardwareConcurrency: 2, platform: 'linux', node: 'v20', cpuModel: 'Test CPU', memoryGiB: 24, loadAvg: [1, 1, 1] },
-    browser: { name: 'Chromium', version: '156.0', userAgent: 'ua', crossOriginIsolated: true, threads: 2, webgpuAdapter: 'google swiftshader', webgpuSoftware: true },
+    browser: {
+      name: 'Chromium',
+      version: '156.0',
+      userAgent: 'ua',
+      crossOriginIsolated: true,
+      threads: 2,
+      webgpuAdapter: 'google swiftshader',
+      webgpuSoftware: true,
+    },
     devices: ['wasm', 'webgpu'],
     note: 'Taken under load.',
     durationS: 321,
@@ -80,15 +101,61 @@ function fixture(over: Partial<BenchResults> = {}): BenchResults {
       { ...restore('gpt2-shape', 512, 2600, 3, 150), storedProfile: { prefixKeysMs: 4, manifestsMs: 90, blockChainMs: 1.5, getStateMs: 55 } },
       restore('gpt2-shape', 1024, 6200, 5, 300),
     ],
-    continue: [{ model: 'gpt2-shape', device: 'wasm', baseTokens: 512, newTokens: 16, prefillBaseMs: s(2600), continueHotMs: s(100), continueStoredMs: s(250), freshMs: s(80) }],
+    continue: [
+      {
+        model: 'gpt2-shape',
+        device: 'wasm',
+        baseTokens: 512,
+        newTokens: 16,
+        prefillBaseMs: s(2600),
+        continueHotMs: s(100),
+        continueStoredMs: s(250),
+        freshMs: s(80),
+      },
+    ],
     storage: [storage],
     mambaRestore: [
-      { model: 'mamba-130m-shape', device: 'wasm', tokens: 1024, stateBytes: 2_801_664, reprefillMs: s(8600), restoreMs: s(4), restoreStoredMs: s(20), speedup: 2150 },
-      { model: 'mamba-130m-shape', device: 'webgpu', tokens: 256, stateBytes: 2_801_664, reprefillMs: s(900), restoreMs: s(3), restoreStoredMs: s(20), speedup: 300, from: 'bench/mamba-restore.ts, 2026-11-23' },
+      {
+        model: 'mamba-130m-shape',
+        device: 'wasm',
+        tokens: 1024,
+        stateBytes: 2_801_664,
+        reprefillMs: s(8600),
+        restoreMs: s(4),
+        restoreStoredMs: s(20),
+        speedup: 2150,
+      },
+      {
+        model: 'mamba-130m-shape',
+        device: 'webgpu',
+        tokens: 256,
+        stateBytes: 2_801_664,
+        reprefillMs: s(900),
+        restoreMs: s(3),
+        restoreStoredMs: s(20),
+        speedup: 300,
+        from: 'bench/mamba-restore.ts, 2026-11-23',
+      },
     ],
     codecs: [
-      { model: 'gpt2-shape', codec: 'fp32', bytes: 37_748_736, maxLogitError: 0, greedyMatch: true, chosen: false, from: 'bench/results/codecs.json (2026-11-23)' },
-      { model: 'gpt2-shape', codec: 'int8', bytes: 9_437_184, maxLogitError: 0.0123, greedyMatch: true, chosen: true, from: 'bench/results/codecs.json (2026-11-23)' },
+      {
+        model: 'gpt2-shape',
+        codec: 'fp32',
+        bytes: 37_748_736,
+        maxLogitError: 0,
+        greedyMatch: true,
+        chosen: false,
+        from: 'bench/results/codecs.json (2026-11-23)',
+      },
+      {
+        model: 'gpt2-shape',
+        codec: 'int8',
+        bytes: 9_437_184,
+        maxLogitError: 0.0123,
+        greedyMatch: true,
+        chosen: true,
+        from: 'bench/results/codecs.json (2026-11-23)',
+      },
     ],
     skipped: [{ what: 'gpt2-shape on WebGPU', reason: 'software adapter' }],
     ...over,
@@ -205,7 +272,7 @@ describe('bench report: latest.md', () => {
 });
 
 describe('bench report: README section', () => {
-  it('takes the headline figures from the biggest WASM model, beside the seeds\' claims', () => {
+  it("takes the headline figures from the biggest WASM model, beside the seeds' claims", () => {
     const sec = readmeSection(fixture());
     const rows = sec.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| measurement') && !l.startsWith('| ---'));
     const byName = (p: string) => rows.find((l) => l.startsWith(`| ${p}`));
@@ -214,14 +281,24 @@ describe('bench report: README section', () => {
     expect(byName('Base-cache hit, 512 tokens')).toContain('| 0.951 s → 0.003 s | 2.60 s → 3.0 ms hot (867×)');
     expect(byName('Base-cache hit, 1024 tokens')).toContain('6.20 s → 5.0 ms hot');
     expect(byName('100 agents sharing one base')).toContain('(79.2× smaller)');
-    expect(byName('Continue a stored 512-token state by 16 tokens')).toContain('100 ms hot, 250 ms from IndexedDB, vs 2.60 s to prefill the base (26.0× / 10.4×)');
+    expect(byName('Continue a stored 512-token state by 16 tokens')).toContain(
+      '100 ms hot, 250 ms from IndexedDB, vs 2.60 s to prefill the base (26.0× / 10.4×)',
+    );
     expect(byName('Mamba restore vs re-prefill, 1,024 tokens')).toContain('8.60 s → 4.0 ms (2,150×)');
     expect(sec).toContain('[bench/results/latest.md](bench/results/latest.md)');
     expect(readmeSection(fixture(), 'bench/results/latest-full.md')).toContain('[bench/results/latest-full.md](bench/results/latest-full.md)');
   });
 
   it('falls back to a tiny model when no big one ran', () => {
-    const sec = readmeSection(fixture({ agentLoop: [agent('tiny-gpt2', { naiveTokens: 100, cachedTokens: 10, tokensSavedPct: 90 })], restore: [], storage: [], mambaRestore: [], loads: [] }));
+    const sec = readmeSection(
+      fixture({
+        agentLoop: [agent('tiny-gpt2', { naiveTokens: 100, cachedTokens: 10, tokensSavedPct: 90 })],
+        restore: [],
+        storage: [],
+        mambaRestore: [],
+        loads: [],
+      }),
+    );
     expect(sec).toContain('90.0% fewer (100 → 10) | tiny-gpt2 |');
     expect(sec).not.toContain('Base-cache hit');
   });

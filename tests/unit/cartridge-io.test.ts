@@ -42,7 +42,11 @@ function sameState(a: ModelState, b: ModelState): void {
   expect(b.tensors.map((t) => t.name)).toEqual(a.tensors.map((t) => t.name));
   a.tensors.forEach((t, i) => {
     expect(b.tensors[i]!.dims).toEqual(t.dims);
-    expect(Buffer.from(b.tensors[i]!.data.buffer, b.tensors[i]!.data.byteOffset, b.tensors[i]!.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))).toBe(true);
+    expect(
+      Buffer.from(b.tensors[i]!.data.buffer, b.tensors[i]!.data.byteOffset, b.tensors[i]!.data.byteLength).equals(
+        Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+      ),
+    ).toBe(true);
   });
 }
 
@@ -172,9 +176,20 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
     const b = await nodeEngine();
     const otherFp = await sha256Hex(new TextEncoder().encode('another gpt2 build'));
     const tokens = [464, 6940, 318];
-    const tensors = b.model.stateSpecs.map((s) => ({ name: s.name, dims: [s.dims[0]!, tokens.length, s.dims[2]!], data: new Float32Array(s.dims[0]! * tokens.length * s.dims[2]!).fill(0.5) }));
+    const tensors = b.model.stateSpecs.map((s) => ({
+      name: s.name,
+      dims: [s.dims[0]!, tokens.length, s.dims[2]!],
+      data: new Float32Array(s.dims[0]! * tokens.length * s.dims[2]!).fill(0.5),
+    }));
     const cfg = b.model.identity.config as CartridgeConfig;
-    const bytes = await buildCartridgeBytes({ modelId: 'gpt2-other', modelFp: otherFp, arch: 'gpt2', config: cfg, state: { arch: 'gpt2', tokens, tensors }, codec: 'fp32' });
+    const bytes = await buildCartridgeBytes({
+      modelId: 'gpt2-other',
+      modelFp: otherFp,
+      arch: 'gpt2',
+      config: cfg,
+      state: { arch: 'gpt2', tokens, tensors },
+      codec: 'fp32',
+    });
     const before = await snapshot(b.store);
     const e = await refused(importCartridge(hostOf(b.store, b.model), bytes));
     expect(e).toBeInstanceOf(ModelMismatch);
@@ -205,7 +220,9 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
     // A claimed 2 GiB tensor: the header is well formed, the size is impossible.
     const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
     const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-    const json = new TextEncoder().encode(JSON.stringify({ __metadata__: header.__metadata__, 'layers.0.key': { dtype: 'F32', shape: [2 ** 29], data_offsets: [0, 2 ** 31] } }));
+    const json = new TextEncoder().encode(
+      JSON.stringify({ __metadata__: header.__metadata__, 'layers.0.key': { dtype: 'F32', shape: [2 ** 29], data_offsets: [0, 2 ** 31] } }),
+    );
     const head = new Uint8Array(8 + json.length);
     new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
     head.set(json, 8);
@@ -225,7 +242,8 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
     const child = await a.engine.infer({ stateKey: base.stateKey, delta: NEXT, maxNewTokens: 3 });
     const host = hostOf(a.store, a.model);
     const bases: Uint8Array[] = [];
-    for (const codec of ['fp32', 'fp16', 'int8', 'kivi4'] as const) bases.push(await bytesOf((await exportCartridge(host, child.newStateKey, { codec, codecParams: { residual: 4 } })).blob));
+    for (const codec of ['fp32', 'fp16', 'int8', 'kivi4'] as const)
+      bases.push(await bytesOf((await exportCartridge(host, child.newStateKey, { codec, codecParams: { residual: 4 } })).blob));
     bases.push(await bytesOf((await exportCartridge(host, child.newStateKey, { delta: base.stateKey, codec: 'int8' })).blob));
     bases.push(await bytesOf((await exportCartridge(host, child.newStateKey, { delta: base.stateKey })).blob));
 
@@ -254,7 +272,8 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
         res = await importCartridge(target, k % 3 === 0 ? new Blob([m as Uint8Array<ArrayBuffer>]) : m);
       } catch (e) {
         const name = (e as Error)?.name;
-        if (!(e instanceof InvalidCartridge || e instanceof ModelMismatch || e instanceof MissingParent)) throw new Error(`mutation ${k}: leaked ${name}: ${(e as Error)?.message}`);
+        if (!(e instanceof InvalidCartridge || e instanceof ModelMismatch || e instanceof MissingParent))
+          throw new Error(`mutation ${k}: leaked ${name}: ${(e as Error)?.message}`);
         if ((e as Error).message.includes('could not be read')) throw new Error(`mutation ${k}: an unchecked failure was caught late: ${(e as Error).message}`);
         const after = await snapshot(b.store);
         if (after !== before) throw new Error(`mutation ${k}: refused with ${name} but the store changed`);
@@ -373,7 +392,14 @@ describe('cartridges: Mamba states through the store (shapes only; the runner is
     const bytes = await bytesOf((await exportCartridge(hostOf(g.store, g.model), base.stateKey)).blob);
     const model = await fakeMamba();
     const s = new StateStore({ dbName: `mamba-e-${Math.random()}` });
-    const e = await refused(importCartridge(hostOf(s, model), editMeta(bytes, (m) => void (m.model_id = 'tiny-gpt2'))));
+    const e = await refused(
+      importCartridge(
+        hostOf(s, model),
+        editMeta(bytes, (m) => {
+          m.model_id = 'tiny-gpt2';
+        }),
+      ),
+    );
     expect(e).toBeInstanceOf(ModelMismatch);
     expect(e.message).toContain('tiny-gpt2');
     expect(e.message).toContain('test-mamba');

@@ -52,7 +52,10 @@ function mambaState(tokens: number[], seed: number, base?: ModelState): ModelSta
   const r = rng(seed);
   const tensors = [];
   for (let l = 0; l < 2; l++) {
-    for (const [kind, dims] of [['conv', [6, 3]], ['ssm', [6, 4]]] as const) {
+    for (const [kind, dims] of [
+      ['conv', [6, 3]],
+      ['ssm', [6, 4]],
+    ] as const) {
       const name = `layers.${l}.${kind}`;
       const b = base?.tensors.find((t) => t.name === name);
       tensors.push({ name, dims: [...dims], data: Float32Array.from({ length: dims[0] * dims[1] }, (_, i) => (b ? b.data[i]! * 0.9 : 0) + r() - 0.5) });
@@ -61,7 +64,7 @@ function mambaState(tokens: number[], seed: number, base?: ModelState): ModelSta
   return { arch: 'mamba', tokens, tensors };
 }
 
-const PINNED = "sha256:d1e347310c979dcd4b1eb6b2d70b14e4644c727185879a79dffaef0895647833";
+const PINNED = 'sha256:d1e347310c979dcd4b1eb6b2d70b14e4644c727185879a79dffaef0895647833';
 const PINNED_LENGTH = 1504;
 const TOKENS = [15496, 11, 995, 0, 50256, 7, 1000, 42, 3, 9, 2, 1, 0, 5, 6, 7, 8, 9];
 
@@ -140,7 +143,13 @@ describe('build and parse', () => {
     expect(() => resolveDelta(p, { ...parentState, tokens: TOKENS.slice(1, 8) })).toThrow(MissingParent);
     // A wrong parent key is refused at build and at parse.
     await expect(buildCartridge(gpt2Input('fp32', { state: child, parent: { ...parent, tokens: 6 } }))).rejects.toThrow(InvalidInput);
-    await refusedWith(parseCartridge(editMeta(bytes, (m) => (m.parent_tokens = '6')), GPT2), InvalidCartridge);
+    await refusedWith(
+      parseCartridge(
+        editMeta(bytes, (m) => (m.parent_tokens = '6')),
+        GPT2,
+      ),
+      InvalidCartridge,
+    );
   });
 
   it('Mamba: whole states and deltas (fp32 XOR exact, int8 within bound)', async () => {
@@ -159,7 +168,12 @@ describe('build and parse', () => {
       const full = resolveDelta(p, base);
       for (const t of full.tensors) {
         const src = child.tensors.find((c) => c.name === t.name)!;
-        const b = maxErrorBound('delta', src, { inner, residual: 0 }, base.tensors.find((c) => c.name === t.name));
+        const b = maxErrorBound(
+          'delta',
+          src,
+          { inner, residual: 0 },
+          base.tensors.find((c) => c.name === t.name),
+        );
         for (let i = 0; i < t.data.length; i++) expect(Math.abs(t.data[i]! - src.data[i]!)).toBeLessThanOrEqual(b[i]!);
       }
       expect(() => resolveDelta(p, { ...base, tensors: mambaState(TOKENS.slice(0, 5), 10).tensors })).toThrow(MissingParent);
@@ -181,27 +195,118 @@ describe('refusals, each with a typed error and a message that says what to do',
   });
   it('not a cartridge', async () => {
     await refusedWith(parseCartridge(new Uint8Array(3), GPT2), InvalidCartridge, /at least 8/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => delete m.format), GPT2), InvalidCartridge, /not a statecart cartridge/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.format = 'statecart/2')), GPT2), InvalidCartridge, /understands "statecart\/1"/);
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => delete m.format),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /not a statecart cartridge/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.format = 'statecart/2')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /understands "statecart\/1"/,
+    );
   });
   it('metadata missing or of the wrong type', async () => {
     for (const k of ['model_id', 'model_fp', 'arch', 'config', 'tokens', 'state_key', 'codec', 'codec_params', 'digests', 'receipts', 'shapes'])
-      await refusedWith(parseCartridge(editMeta(await get(), (m) => delete m[k]), GPT2), InvalidCartridge, /missing|must be|should be/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = '[1,2,')), GPT2), InvalidCartridge, /not valid JSON/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = '{"a":1}')), GPT2), InvalidCartridge, /array of token ids/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.receipts = '{}')), GPT2), InvalidCartridge, /receipts/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.digests = '[]')), GPT2), InvalidCartridge, /digests/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = 5)), GPT2), InvalidCartridge, /must be strings/);
+      await refusedWith(
+        parseCartridge(
+          editMeta(await get(), (m) => delete m[k]),
+          GPT2,
+        ),
+        InvalidCartridge,
+        /missing|must be|should be/,
+      );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = '[1,2,')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /not valid JSON/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = '{"a":1}')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /array of token ids/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.receipts = '{}')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /receipts/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.digests = '[]')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /digests/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = 5)),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /must be strings/,
+    );
   });
   it('tokens out of the vocabulary, fractional, too many, or none', async () => {
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = JSON.stringify([...TOKENS.slice(0, -1), 50257]))), GPT2), InvalidCartridge, /token 17 is 50257/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = JSON.stringify([1.5, ...TOKENS.slice(1)]))), GPT2), InvalidCartridge, /token 0/);
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = JSON.stringify([...TOKENS.slice(0, -1), 50257]))),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /token 17 is 50257/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = JSON.stringify([1.5, ...TOKENS.slice(1)]))),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /token 0/,
+    );
     await refusedWith(parseCartridge(await get(), { ...GPT2, maxTokens: 10 }), InvalidCartridge, /more than this model's 10/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = '[]')), GPT2), InvalidCartridge, /empty/);
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = '[]')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /empty/,
+    );
   });
   it('edited tokens or key: the state key no longer matches', async () => {
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.tokens = JSON.stringify([16, ...TOKENS.slice(1)]))), GPT2), InvalidCartridge, /state_key/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.state_key = 'sha256:' + '0'.repeat(64))), GPT2), InvalidCartridge, /state_key/);
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.tokens = JSON.stringify([16, ...TOKENS.slice(1)]))),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /state_key/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.state_key = 'sha256:' + '0'.repeat(64))),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /state_key/,
+    );
   });
   it('a damaged tensor: the digest says which', async () => {
     const b = (await get()).slice();
@@ -209,20 +314,66 @@ describe('refusals, each with a typed error and a message that says what to do',
     await refusedWith(parseCartridge(b, GPT2), InvalidCartridge, /layers\.\d\.(key|value)" is damaged/);
   });
   it('missing, extra, mistyped and misshapen tensors', async () => {
-    await refusedWith(parseCartridge(rewriteHeader(await get(), (h) => {
-      const e = h['layers.1.value'];
-      delete h['layers.1.value'];
-      h['layers.9.value'] = e;
-    }), GPT2), InvalidCartridge, /unexpected tensor "layers.9.value"/);
+    await refusedWith(
+      parseCartridge(
+        rewriteHeader(await get(), (h) => {
+          const e = h['layers.1.value'];
+          delete h['layers.1.value'];
+          h['layers.9.value'] = e;
+        }),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /unexpected tensor "layers.9.value"/,
+    );
     const fp32 = await buildCartridgeBytes(gpt2Input('fp32'));
-    await refusedWith(parseCartridge(rewriteHeader(fp32, (h) => (h['layers.0.key'].dtype = 'I32')), GPT2), InvalidCartridge, /is I32; with codec fp32 it must be F32/);
-    await refusedWith(parseCartridge(rewriteHeader(fp32, (h) => (h['layers.0.key'].shape = [4, TOKENS.length, 2])), GPT2), InvalidCartridge, /shape/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.shapes = m.shapes.replace('[2,18,4]', '[2,17,4]'))), GPT2), InvalidCartridge, /shapes/);
-    await refusedWith(parseCartridge(await buildCartridgeBytes(gpt2Input('fp32')), { ...GPT2, config: { ...GPT2.config, n_layer: 3 } }), InvalidCartridge, /n_layer/);
+    await refusedWith(
+      parseCartridge(
+        rewriteHeader(fp32, (h) => (h['layers.0.key'].dtype = 'I32')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /is I32; with codec fp32 it must be F32/,
+    );
+    await refusedWith(
+      parseCartridge(
+        rewriteHeader(fp32, (h) => (h['layers.0.key'].shape = [4, TOKENS.length, 2])),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /shape/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.shapes = m.shapes.replace('[2,18,4]', '[2,17,4]'))),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /shapes/,
+    );
+    await refusedWith(
+      parseCartridge(await buildCartridgeBytes(gpt2Input('fp32')), { ...GPT2, config: { ...GPT2.config, n_layer: 3 } }),
+      InvalidCartridge,
+      /n_layer/,
+    );
   });
   it('codec unknown or not matching the bytes', async () => {
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.codec = 'zstd')), GPT2), InvalidCartridge, /unknown/);
-    await refusedWith(parseCartridge(editMeta(await get(), (m) => (m.codec = 'kivi4')), GPT2), InvalidCartridge, /encoded with int8/);
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.codec = 'zstd')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /unknown/,
+    );
+    await refusedWith(
+      parseCartridge(
+        editMeta(await get(), (m) => (m.codec = 'kivi4')),
+        GPT2,
+      ),
+      InvalidCartridge,
+      /encoded with int8/,
+    );
   });
 });
 
@@ -230,7 +381,8 @@ describe('fuzz: 1,500 mutated cartridges', () => {
   it('each is refused with a typed error or parses into something whose digests check', async () => {
     const r = rng(20240917);
     const bases: { bytes: Uint8Array; expect: ExpectedModel }[] = [];
-    for (const codec of ['fp32', 'fp16', 'int8', 'kivi4'] as const) bases.push({ bytes: await buildCartridgeBytes(gpt2Input(codec, { codecParams: { residual: 4 } })), expect: GPT2 });
+    for (const codec of ['fp32', 'fp16', 'int8', 'kivi4'] as const)
+      bases.push({ bytes: await buildCartridgeBytes(gpt2Input(codec, { codecParams: { residual: 4 } })), expect: GPT2 });
     bases.push({
       bytes: await buildCartridgeBytes(gpt2Input('int8', { parent: { stateKey: await stateKey(FP, TOKENS.slice(0, 16)), tokens: 16 } })),
       expect: GPT2,
@@ -239,7 +391,11 @@ describe('fuzz: 1,500 mutated cartridges', () => {
     const mcommon = { modelId: 'tiny-mamba', modelFp: FP_MAMBA, arch: 'mamba' as const, config: MAMBA.config, state: mambaState(TOKENS, 9, mbase) };
     bases.push({ bytes: await buildCartridgeBytes({ ...mcommon, codec: 'fp32' }), expect: MAMBA });
     bases.push({
-      bytes: await buildCartridgeBytes({ ...mcommon, codec: 'int8', parent: { stateKey: await stateKey(FP_MAMBA, TOKENS.slice(0, 5)), tokens: 5, state: mbase } }),
+      bytes: await buildCartridgeBytes({
+        ...mcommon,
+        codec: 'int8',
+        parent: { stateKey: await stateKey(FP_MAMBA, TOKENS.slice(0, 5)), tokens: 5, state: mbase },
+      }),
       expect: MAMBA,
     });
 
@@ -262,7 +418,8 @@ describe('fuzz: 1,500 mutated cartridges', () => {
       try {
         parsed = await parseCartridge(m, base.expect);
       } catch (e) {
-        if (!(e instanceof InvalidCartridge || e instanceof ModelMismatch)) throw new Error(`mutation ${k}: leaked ${(e as Error)?.name}: ${(e as Error)?.message}`);
+        if (!(e instanceof InvalidCartridge || e instanceof ModelMismatch))
+          throw new Error(`mutation ${k}: leaked ${(e as Error)?.name}: ${(e as Error)?.message}`);
         if ((e as Error).message.includes('could not be read')) throw new Error(`mutation ${k}: an unchecked failure was caught late: ${(e as Error).message}`);
         counts[(e as Error).name] = (counts[(e as Error).name] ?? 0) + 1;
         continue;

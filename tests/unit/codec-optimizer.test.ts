@@ -35,7 +35,12 @@ describe('quality metrics', () => {
     expect(klDivergence(p, p)).toBe(0);
     expect(klDivergence(p, new Float32Array([1, 2, 2.5, 0.5]))).toBeGreaterThan(0);
     // Shifting all logits leaves the distribution as it was.
-    expect(klDivergence(p, p.map((x) => x + 7))).toBeLessThan(1e-12);
+    expect(
+      klDivergence(
+        p,
+        p.map((x) => x + 7),
+      ),
+    ).toBeLessThan(1e-12);
   });
 
   it('fp32 against itself measures zero; a perturbed state measures more than zero', async () => {
@@ -112,7 +117,10 @@ describe('chooseCodec', () => {
   it("the store's 'auto' policy stores what the optimizer chooses", async () => {
     const { engine, store, model } = await nodeEngine();
     const c: CodecConstraints = { maxLogitError: 0.05, greedyTokens: 8 };
-    store.setCodecPolicy({ codec: 'auto', constraints: c }, codecChooser(async () => model));
+    store.setCodecPolicy(
+      { codec: 'auto', constraints: c },
+      codecChooser(async () => model),
+    );
     const a = await engine.createState({ text: BASE });
     const m = (await store.getManifest(a.stateKey))!;
     const { state } = await model.prefill(m.tokens);

@@ -1,15 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  codecs,
-  decodeAny,
-  decodeDelta,
-  encodeDelta,
-  encodedSize,
-  maxErrorBound,
-  peekCodec,
-  type CodecName,
-  type Tensor,
-} from '../../src/formats/codecs.ts';
+import { codecs, decodeAny, decodeDelta, encodeDelta, encodedSize, maxErrorBound, peekCodec, type CodecName, type Tensor } from '../../src/formats/codecs.ts';
 import { float16ToFloat32, float32ToFloat16, fromHalf, toHalf } from '../../src/formats/fp16.ts';
 import { CorruptBlob, InvalidInput, MissingParent, StatecartError } from '../../src/core/errors.ts';
 import { mulberry32 } from '../../src/core/prng.ts';
@@ -29,9 +19,12 @@ function tensor(dims: number[], seed: number, scale = 1): Tensor {
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const c = i % C;
-    if (c === 1) data[i] = 0; // an all-zero channel
-    else if (c === 2) data[i] = 0.75; // a constant channel
-    else if (c === 3) data[i] = gauss(r) * 40 * scale; // an outlier channel
+    if (c === 1)
+      data[i] = 0; // an all-zero channel
+    else if (c === 2)
+      data[i] = 0.75; // a constant channel
+    else if (c === 3)
+      data[i] = gauss(r) * 40 * scale; // an outlier channel
     else data[i] = gauss(r) * scale;
   }
   if (n > 5) data[5] = 300 * scale; // a lone outlier
@@ -49,7 +42,8 @@ function within(name: CodecName, t: Tensor, params?: { kind?: 'key' | 'value'; r
   const bound = maxErrorBound(name, t, params);
   for (let i = 0; i < t.data.length; i++) {
     const err = Math.abs(dec.data[i]! - t.data[i]!);
-    if (!(err <= bound[i]!)) throw new Error(`${name} ${JSON.stringify(params)} dims [${t.dims}] element ${i}: ${t.data[i]} → ${dec.data[i]}, error ${err} > bound ${bound[i]}`);
+    if (!(err <= bound[i]!))
+      throw new Error(`${name} ${JSON.stringify(params)} dims [${t.dims}] element ${i}: ${t.data[i]} → ${dec.data[i]}, error ${err} > bound ${bound[i]}`);
   }
 }
 
@@ -128,8 +122,7 @@ describe('codecs round-trip within their stated bounds', () => {
   }
   it('kivi4 keys and values, with residual windows 16, 0, 3 and longer than the tensor', () => {
     for (const [k, dims] of SHAPES.entries())
-      for (const kind of ['key', 'value'] as const)
-        for (const residual of [undefined, 0, 3, 1000]) within('kivi4', tensor(dims, 200 + k), { kind, residual });
+      for (const kind of ['key', 'value'] as const) for (const residual of [undefined, 0, 3, 1000]) within('kivi4', tensor(dims, 200 + k), { kind, residual });
   });
   it('keeps the residual window exactly as fp16 and quantizes the rest', () => {
     const t = tensor([2, 20, 8], 9);
@@ -288,7 +281,9 @@ describe('speed (report)', () => {
       for (let i = 0; i < reps; i++) e.forEach((b) => codecs[name].decode(b));
       const td = (performance.now() - t0) / reps;
       const size = e[0]!.length + e[1]!.length;
-      rows.push(`${name.padEnd(6)} encode ${te.toFixed(2).padStart(7)} ms (${(mb / (te / 1e3)).toFixed(0)} MB/s)  decode ${td.toFixed(2).padStart(7)} ms (${(mb / (td / 1e3)).toFixed(0)} MB/s)  ${size} bytes (${((100 * size) / (mb * 1e6)).toFixed(1)}% of fp32)`);
+      rows.push(
+        `${name.padEnd(6)} encode ${te.toFixed(2).padStart(7)} ms (${(mb / (te / 1e3)).toFixed(0)} MB/s)  decode ${td.toFixed(2).padStart(7)} ms (${(mb / (td / 1e3)).toFixed(0)} MB/s)  ${size} bytes (${((100 * size) / (mb * 1e6)).toFixed(1)}% of fp32)`,
+      );
     }
     console.log(`codec speed, one gpt2 layer at 1024 tokens (${mb.toFixed(2)} MB fp32):\n` + rows.join('\n'));
   });

@@ -72,11 +72,28 @@ describe('engine (Node, fake IndexedDB, onnxruntime-node)', () => {
   it('a cancelled prefill writes nothing', async () => {
     const { engine, store } = await nodeEngine();
     const ac = new AbortController();
-    const p = engine.createState({ tokens: Array.from({ length: 600 }, (_, i) => (i * 7) % 50000) }, { signal: ac.signal, onProgress: (x) => { if (x.done >= 128) ac.abort(); } });
+    const p = engine.createState(
+      { tokens: Array.from({ length: 600 }, (_, i) => (i * 7) % 50000) },
+      {
+        signal: ac.signal,
+        onProgress: (x) => {
+          if (x.done >= 128) ac.abort();
+        },
+      },
+    );
     const err = await p.catch((e) => e);
     expect(err.name).toBe('Aborted');
     const u = await store.usage();
     expect(u.states).toBe(0);
-    expect(await store.idb('readonly', (s) => new Promise((r) => { const q = s.count(); q.onsuccess = () => r(q.result); }))).toBe(0);
+    expect(
+      await store.idb(
+        'readonly',
+        (s) =>
+          new Promise((r) => {
+            const q = s.count();
+            q.onsuccess = () => r(q.result);
+          }),
+      ),
+    ).toBe(0);
   });
 });

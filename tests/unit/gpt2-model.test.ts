@@ -40,8 +40,8 @@ async function runOrt(rows: number[][], opts: { past?: ort.Tensor[][]; mask?: nu
     num_logits_to_keep: i64([opts.keep ?? 0], []),
   };
   for (let l = 0; l < c.n_layer; l++) {
-    feeds[`past_key_values.${l}.key`] = opts.past?.[l]![0] ?? new ort.Tensor('float32', new Float32Array(0), [B, c.n_head, 0, D]);
-    feeds[`past_key_values.${l}.value`] = opts.past?.[l]![1] ?? new ort.Tensor('float32', new Float32Array(0), [B, c.n_head, 0, D]);
+    feeds[`past_key_values.${l}.key`] = opts.past?.[l]?.[0] ?? new ort.Tensor('float32', new Float32Array(0), [B, c.n_head, 0, D]);
+    feeds[`past_key_values.${l}.value`] = opts.past?.[l]?.[1] ?? new ort.Tensor('float32', new Float32Array(0), [B, c.n_head, 0, D]);
   }
   const out = await session.run(feeds);
   const present: ort.Tensor[][] = [];
@@ -72,7 +72,16 @@ const TEXT =
 
 describe('tiny-gpt2 ONNX graph vs the TypeScript reference', () => {
   it('has the expected inputs and outputs', () => {
-    expect(session.inputNames).toEqual(['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value', 'num_logits_to_keep']);
+    expect(session.inputNames).toEqual([
+      'input_ids',
+      'attention_mask',
+      'position_ids',
+      'past_key_values.0.key',
+      'past_key_values.0.value',
+      'past_key_values.1.key',
+      'past_key_values.1.value',
+      'num_logits_to_keep',
+    ]);
     expect(session.outputNames).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value']);
   });
 

@@ -37,12 +37,17 @@ describe('make-models', () => {
     const [b] = await ensureModels([ID], join(tmp, 'b'));
     expect(a!.built && b!.built).toBe(true);
     const fa = files(a!.dir);
-    expect(fa).toEqual(['config.json', 'generation_config.json', 'onnx/model.onnx', 'statecart.json', STAMP_FILE, 'tokenizer.json', 'tokenizer_config.json'].sort());
+    expect(fa).toEqual(
+      ['config.json', 'generation_config.json', 'onnx/model.onnx', 'statecart.json', STAMP_FILE, 'tokenizer.json', 'tokenizer_config.json'].sort(),
+    );
     expect(files(b!.dir)).toEqual(fa);
     for (const f of fa) expect(Buffer.compare(readFileSync(join(a!.dir, f)), readFileSync(join(b!.dir, f))), f).toBe(0);
 
     const sc = JSON.parse(readFileSync(join(a!.dir, 'statecart.json'), 'utf8'));
-    const sha = (f: string) => createHash('sha256').update(readFileSync(join(a!.dir, f))).digest('hex');
+    const sha = (f: string) =>
+      createHash('sha256')
+        .update(readFileSync(join(a!.dir, f)))
+        .digest('hex');
     expect(sc).toMatchObject({
       id: ID,
       arch: 'gpt2',
@@ -53,7 +58,17 @@ describe('make-models', () => {
       weight_source: { kind: 'seeded', seed: preset().seed, scale: preset().scale },
     });
     const cfg = JSON.parse(readFileSync(join(a!.dir, 'config.json'), 'utf8'));
-    expect(cfg).toMatchObject({ model_type: 'gpt2', n_layer: 2, n_head: 4, n_embd: 64, n_positions: 1024, n_ctx: 1024, vocab_size: 50257, bos_token_id: 50256, eos_token_id: 50256 });
+    expect(cfg).toMatchObject({
+      model_type: 'gpt2',
+      n_layer: 2,
+      n_head: 4,
+      n_embd: 64,
+      n_positions: 1024,
+      n_ctx: 1024,
+      vocab_size: 50257,
+      bos_token_id: 50256,
+      eos_token_id: 50256,
+    });
   });
 
   it('skips an up-to-date model and rebuilds when a file or the stamp changes', async () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildMambaModel, writeMambaModel, mambaWeightsToSafetensorsInput, type StatecartJson } from '../../scripts/lib/mamba-model.ts';
 import { writeSafetensors } from '../../src/formats/safetensors.ts';
-import { cloneMambaState, mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
+import { mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
 import { convertMambaCheckpoint } from '../../scripts/lib/mamba-onnx.ts';
 import type { ModelState } from '../../src/models/types.ts';
@@ -85,7 +85,12 @@ describe('tiny-mamba files', () => {
       expect(Buffer.compare(again.graphs[k], await readFile(join(dir, 'onnx', `${k}.onnx`)))).toBe(0);
     }
     expect(Buffer.compare(again.weightsBytes, await readFile(join(dir, 'onnx', 'weights.bin')))).toBe(0);
-    expect(meta).toMatchObject({ id: 'tiny-mamba', arch: 'mamba', dtype: 'fp32', config: { n_layer: 2, d_model: 64, d_inner: 128, d_state: 16, d_conv: 4, dt_rank: 4, vocab_size: 50257 } });
+    expect(meta).toMatchObject({
+      id: 'tiny-mamba',
+      arch: 'mamba',
+      dtype: 'fp32',
+      config: { n_layer: 2, d_model: 64, d_inner: 128, d_state: 16, d_conv: 4, dt_rank: 4, vocab_size: 50257 },
+    });
     expect(meta.weights_sha256).toMatch(/^[0-9a-f]{64}$/);
     const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
     expect(cfg).toMatchObject({ model_type: 'mamba', hidden_size: 64, state_size: 16, num_hidden_layers: 2, conv_kernel: 4, expand: 2 });
@@ -136,7 +141,9 @@ describe('a Hub checkpoint converted in memory (what the worker does for state-s
       await hub.dispose();
     }
     // A checkpoint that is not Mamba's layout is refused with a reason.
-    await expect(convertMambaCheckpoint(writeSafetensors([{ name: 'h.0.attn.c_attn.weight', dtype: 'F32', shape: [2], data: new Float32Array(2) }]), { id: 'x' })).rejects.toThrow(/embeddings/);
+    await expect(
+      convertMambaCheckpoint(writeSafetensors([{ name: 'h.0.attn.c_attn.weight', dtype: 'F32', shape: [2], data: new Float32Array(2) }]), { id: 'x' }),
+    ).rejects.toThrow(/embeddings/);
   });
 });
 

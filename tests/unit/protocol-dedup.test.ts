@@ -4,7 +4,8 @@ import { blobSizes } from './support/idb-snapshot.ts';
 import { BLOCK_TOKENS } from '../../src/core/state-key.ts';
 import type { ModelState, StateModel } from '../../src/models/types.ts';
 
-const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 0).map((x) => (x % 50000) + 1);
+const ids = (n: number, seed: number) =>
+  Array.from({ length: n }, (_, i) => (Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 0).map((x) => (x % 50000) + 1);
 // 20 deltas of 10–40 tokens; 512 + their sum stays within GPT-2's 1,024.
 const DELTAS = [10, 40, 17, 33, 25, 12, 38, 21, 29, 15, 36, 19, 27, 11, 40, 23, 31, 14, 35, 20];
 const kvBytesPerToken = (m: StateModel) => m.stateSpecs.reduce((a, s) => a + s.dims[0]! * s.dims[2]! * 4, 0);
@@ -39,7 +40,9 @@ describe('dedup: shared blocks and shared tails', () => {
     const sizes = await blobSizes(store);
     const stored = [...sizes.values()].reduce((a, b) => a + b, 0);
     const bound = unique * kvBytesPerToken(model);
-    console.log(`[dedup] chain: ${keys.length} states, ${unique} unique tokens, ${sizes.size} blobs, ${stored} bytes stored, ratio ${(stored / bound).toFixed(4)} (bound 1.05); logical ${(await store.usage()).logicalBytes} bytes`);
+    console.log(
+      `[dedup] chain: ${keys.length} states, ${unique} unique tokens, ${sizes.size} blobs, ${stored} bytes stored, ratio ${(stored / bound).toFixed(4)} (bound 1.05); logical ${(await store.usage()).logicalBytes} bytes`,
+    );
     expect(stored).toBeLessThanOrEqual(1.05 * bound);
     // Every state of the chain still reads back, from IndexedDB, exactly as it was computed.
     store.hot.clear();
@@ -96,6 +99,8 @@ describe('dedup: shared blocks and shared tails', () => {
     for (const k of baseBlobs) expect(sizes.has(k)).toBe(true);
     const stored = [...sizes.values()].reduce((x, y) => x + y, 0);
     expect(stored).toBe((512 + 100 * 5) * kvBytesPerToken(model));
-    console.log(`[dedup] 100 agents on a 512-token base: ${sizes.size} blobs, ${stored} bytes stored vs ${u.logicalBytes} logical (${(u.logicalBytes / stored).toFixed(1)}×)`);
+    console.log(
+      `[dedup] 100 agents on a 512-token base: ${sizes.size} blobs, ${stored} bytes stored vs ${u.logicalBytes} logical (${(u.logicalBytes / stored).toFixed(1)}×)`,
+    );
   });
 });

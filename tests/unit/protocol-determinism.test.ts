@@ -5,7 +5,7 @@ import { canonicalize } from '../../src/core/canonical-json.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 import type { StateStore } from '../../src/store/store.ts';
 
-const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => ((i + 3) * 6151 + seed * 7307) % 50000 + 1);
+const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (((i + 3) * 6151 + seed * 7307) % 50000) + 1);
 
 /** A fixed sequence of every protocol call; returns keys and receipts. */
 async function script(engine: Engine): Promise<{ keys: string[]; receipts: string[] }> {
@@ -34,10 +34,12 @@ async function script(engine: Engine): Promise<{ keys: string[]; receipts: strin
 const blobs = (snap: Map<string, string>) => [...snap].filter(([k]) => k.startsWith('b:'));
 /** Manifests without their wall-clock fields. */
 const manifests = (snap: Map<string, string>) =>
-  [...snap].filter(([k]) => k.startsWith('m:')).map(([k, v]) => {
-    const { createdAt: _c, lastUsed: _l, ...rest } = JSON.parse(v);
-    return [k, rest];
-  });
+  [...snap]
+    .filter(([k]) => k.startsWith('m:'))
+    .map(([k, v]) => {
+      const { createdAt: _c, lastUsed: _l, ...rest } = JSON.parse(v);
+      return [k, rest];
+    });
 
 describe('determinism, cancel, hot tier', () => {
   it('the same calls from an empty store give the same keys, blob digests and receipts', async () => {
@@ -70,7 +72,18 @@ describe('determinism, cancel, hot tier', () => {
     const before = await snapshot(store);
     const ac = new AbortController();
     const seen: number[] = [];
-    const err = await engine.createState({ tokens: [...ids(100, 5), ...ids(800, 7)] }, { signal: ac.signal, onProgress: (p) => { seen.push(p.done); if (p.done >= 450) ac.abort(); } }).catch((e) => e);
+    const err = await engine
+      .createState(
+        { tokens: [...ids(100, 5), ...ids(800, 7)] },
+        {
+          signal: ac.signal,
+          onProgress: (p) => {
+            seen.push(p.done);
+            if (p.done >= 450) ac.abort();
+          },
+        },
+      )
+      .catch((e) => e);
     expect(err.name).toBe('Aborted');
     expect(seen[0]).toBeGreaterThanOrEqual(100); // the stored prefix counts as done
     expect(seen[seen.length - 1]).toBeLessThan(900);
@@ -81,7 +94,17 @@ describe('determinism, cancel, hot tier', () => {
     const { engine, store, key } = await withStates();
     const before = await snapshot(store);
     const ac = new AbortController();
-    const err = await engine.infer({ stateKey: key, deltaTokens: ids(600, 8), maxNewTokens: 4 }, { signal: ac.signal, onProgress: (p) => { if (p.done >= 300) ac.abort(); } }).catch((e) => e);
+    const err = await engine
+      .infer(
+        { stateKey: key, deltaTokens: ids(600, 8), maxNewTokens: 4 },
+        {
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (p.done >= 300) ac.abort();
+          },
+        },
+      )
+      .catch((e) => e);
     expect(err.name).toBe('Aborted');
     expect(await snapshot(store)).toEqual(before);
   });

@@ -4,7 +4,7 @@ import { snapshot } from './support/idb-snapshot.ts';
 import { verifyReceipts } from '../../src/core/receipts.ts';
 import { stateKey } from '../../src/core/state-key.ts';
 
-const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => ((i + 1) * 7919 + seed * 104729) % 50000 + 1);
+const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (((i + 1) * 7919 + seed * 104729) % 50000) + 1);
 
 describe('merge and compact', () => {
   it('merge folds a chain into the last key, releases the intermediates, and continues as a fresh createState', async () => {
@@ -101,7 +101,17 @@ describe('merge and compact', () => {
     expect((await engine.compact({ stateKey: a.stateKey, keep: { firstTokens: 0, lastTokens: 0 } }).catch((e) => e)).name).toBe('InvalidInput');
     const before = await snapshot(store);
     const ac = new AbortController();
-    const err = await engine.compact({ stateKey: a.stateKey, keep: { firstTokens: 16, lastTokens: 500 } }, { signal: ac.signal, onProgress: (p) => { if (p.done >= 200) ac.abort(); } }).catch((e) => e);
+    const err = await engine
+      .compact(
+        { stateKey: a.stateKey, keep: { firstTokens: 16, lastTokens: 500 } },
+        {
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (p.done >= 200) ac.abort();
+          },
+        },
+      )
+      .catch((e) => e);
     expect(err.name).toBe('Aborted');
     expect(await snapshot(store)).toEqual(before);
     // The default keeps the last half of the context.

@@ -4,7 +4,17 @@ import { signReceipt, verifyReceipts, receiptBytes, blobDigest, type Receipt } f
 import { canonicalize } from '../../src/core/canonical-json.ts';
 
 const h = (c: string) => 'sha256:' + c.repeat(64);
-const FIXED: Receipt = { op: 'infer', model_fp: 'a'.repeat(64), input_keys: [h('b')], delta_tokens: 3, output_key: h('c'), blob_digest: h('d'), tokens_processed: 7, tokens_reused: 100, prev: h('e') };
+const FIXED: Receipt = {
+  op: 'infer',
+  model_fp: 'a'.repeat(64),
+  input_keys: [h('b')],
+  delta_tokens: 3,
+  output_key: h('c'),
+  blob_digest: h('d'),
+  tokens_processed: 7,
+  tokens_reused: 100,
+  prev: h('e'),
+};
 const FIXED_JSON = `{"blob_digest":"${h('d')}","delta_tokens":3,"input_keys":["${h('b')}"],"model_fp":"${'a'.repeat(64)}","op":"infer","output_key":"${h('c')}","prev":"${h('e')}","tokens_processed":7,"tokens_reused":100}`;
 const FIXED_HASH = 'sha256:519c861ee7f457251575711871e419c2cb9938cb15af495fd2ce7242fc38c483';
 const sha = (s: string | Uint8Array) => 'sha256:' + createHash('sha256').update(s).digest('hex');
@@ -13,7 +23,17 @@ async function chainOf(n: number) {
   const out = [];
   let prev: string | null = null;
   for (let i = 0; i < n; i++) {
-    const r: Receipt = { op: i === 0 ? 'create' : i === n - 1 ? 'merge' : 'infer', model_fp: 'a'.repeat(64), input_keys: i ? [h(String(i))] : [], delta_tokens: i * 2, output_key: h(String(i + 1)), blob_digest: h('f'), tokens_processed: 10 + i, tokens_reused: 5 * i, prev };
+    const r: Receipt = {
+      op: i === 0 ? 'create' : i === n - 1 ? 'merge' : 'infer',
+      model_fp: 'a'.repeat(64),
+      input_keys: i ? [h(String(i))] : [],
+      delta_tokens: i * 2,
+      output_key: h(String(i + 1)),
+      blob_digest: h('f'),
+      tokens_processed: 10 + i,
+      tokens_reused: 5 * i,
+      prev,
+    };
     const s = await signReceipt(r);
     out.push(s);
     prev = s.hash;

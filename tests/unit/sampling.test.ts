@@ -65,7 +65,8 @@ describe('sampling', () => {
   });
 
   it('rejects bad settings', () => {
-    for (const s of [{ temperature: -1 }, { temperature: NaN }, { topK: 1.5 }, { topP: 0 }, { topP: 1.5 }, { seed: 0.5 }]) expect(() => validateSampling(s)).toThrow(/sampling/);
+    for (const s of [{ temperature: -1 }, { temperature: NaN }, { topK: 1.5 }, { topP: 0 }, { topP: 1.5 }, { seed: 0.5 }])
+      expect(() => validateSampling(s)).toThrow(/sampling/);
   });
 
   it('infer from a stored state equals recomputing the whole text, greedy and seeded', async () => {

@@ -12,7 +12,11 @@ function u32le(ids: number[]): Buffer {
 }
 function refKey(fpHex: string, ids: number[]): string {
   let prev: Buffer = Buffer.concat([Buffer.from('statecart/v1', 'utf8'), Buffer.from(fpHex, 'hex')]);
-  for (let s = 0; s < ids.length; s += 16) prev = createHash('sha256').update(prev).update(u32le(ids.slice(s, s + 16))).digest();
+  for (let s = 0; s < ids.length; s += 16)
+    prev = createHash('sha256')
+      .update(prev)
+      .update(u32le(ids.slice(s, s + 16)))
+      .digest();
   return 'sha256:' + prev.toString('hex');
 }
 
@@ -60,7 +64,13 @@ describe('state keys: known answers', () => {
   });
 
   it('model fingerprint: sha256 of the RFC 8785 JSON of a fixed identity', async () => {
-    const id = { arch: 'gpt2' as const, config: { n_layer: 2, n_head: 4, n_embd: 64, vocab_size: 50257, n_positions: 1024 }, weights_sha256: '0'.repeat(64), tokenizer_sha256: '1'.repeat(64), dtype: 'fp32' as const };
+    const id = {
+      arch: 'gpt2' as const,
+      config: { n_layer: 2, n_head: 4, n_embd: 64, vocab_size: 50257, n_positions: 1024 },
+      weights_sha256: '0'.repeat(64),
+      tokenizer_sha256: '1'.repeat(64),
+      dtype: 'fp32' as const,
+    };
     // Keys sorted, no spaces, the format version added.
     const json = `{"arch":"gpt2","config":{"n_embd":64,"n_head":4,"n_layer":2,"n_positions":1024,"vocab_size":50257},"dtype":"fp32","format_version":1,"tokenizer_sha256":"${'1'.repeat(64)}","weights_sha256":"${'0'.repeat(64)}"}`;
     const want = createHash('sha256').update(json, 'utf8').digest('hex');

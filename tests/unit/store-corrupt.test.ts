@@ -13,7 +13,7 @@ async function flip(store: StateStore, blobKey: string, offset: number): Promise
   await store.idb('readwrite', async (s) => {
     const rec = (await promisifyRequest(s.get('b:' + blobKey))) as BlockRecord;
     const bytes = new Uint8Array(rec.data.slice(0));
-    bytes[offset % bytes.length]! ^= 1 << offset % 8;
+    bytes[offset % bytes.length]! ^= 1 << (offset % 8);
     s.put({ ...rec, data: bytes.buffer }, 'b:' + blobKey);
     return promisifyRequest(s.transaction);
   });
@@ -36,7 +36,10 @@ describe('corrupt data is never served', () => {
           const sharers = (await store.list()).filter((x) => x.blocks.some((y) => y.key === b.key)).map((x) => x.key);
           await flip(store, b.key, 7 + round * 1013 + flips * 31);
           flips++;
-          const r = await store.getState(m.key).then(() => 'served', (e: Error) => e);
+          const r = await store.getState(m.key).then(
+            () => 'served',
+            (e: Error) => e,
+          );
           if (r === 'served') served++;
           else if (r instanceof CorruptBlob) detected++;
           // Every state naming the blob is now listed as damaged, and none serves it.

@@ -35,7 +35,10 @@ describe('crash-safe writes: a write cut off after each of its IndexedDB request
       for (const p of PREFIXES) await putSynthetic(store, p);
       const before = await snapshot(store);
       store.faultAfterRequests(k);
-      const err = await putSynthetic(store, LONG).then(() => null, (e: Error) => e);
+      const err = await putSynthetic(store, LONG).then(
+        () => null,
+        (e: Error) => e,
+      );
       tried++;
       // What a later page sees: a fresh connection, which runs the open-time check.
       const reopened = new StateStore({ dbName: store.dbName });
@@ -62,7 +65,9 @@ describe('crash-safe writes: a write cut off after each of its IndexedDB request
       store.close();
       reopened.close();
     }
-    console.log(`[crash] write of a 20-block state: ${total} IndexedDB requests, faults tried ${tried}, store as before ${absent}, as after ${whole}, orphans 0, states lost 0`);
+    console.log(
+      `[crash] write of a 20-block state: ${total} IndexedDB requests, faults tried ${tried}, store as before ${absent}, as after ${whole}, orphans 0, states lost 0`,
+    );
     expect(tried).toBe(total);
     // A fault after the last request still aborts before the commit.
     expect(absent).toBe(total);

@@ -4,7 +4,7 @@ import { nodeEngine } from './support/node-engine.ts';
 import { stateKey } from '../../src/core/state-key.ts';
 
 describe('a state written after its parent reuses the blocks the parent names', () => {
-  it('shares the parent\'s full blocks by reference, reads back exact, and writes whole when one went missing', async () => {
+  it("shares the parent's full blocks by reference, reads back exact, and writes whole when one went missing", async () => {
     const { engine, store, model } = await nodeEngine();
     const tokens = Array.from({ length: 70 }, (_, i) => (i * 104729) % 50000);
     const a = await engine.createState({ tokens });
@@ -12,14 +12,23 @@ describe('a state written after its parent reuses the blocks the parent names', 
     const { state: pa } = await store.getState(a.stateKey);
 
     // Continued by 30 tokens: blocks 0–3 are the parent's; 4 and 5 are new.
-    const b = await model.prefill(tokens.slice(0, 30).map((t) => (t + 7) % 50000), pa);
+    const b = await model.prefill(
+      tokens.slice(0, 30).map((t) => (t + 7) % 50000),
+      pa,
+    );
     const bKey = await stateKey(model.fingerprint, b.state.tokens);
     const mb = await store.putState({ state: b.state, modelId: model.id, modelFp: model.fingerprint, key: bKey, parent: a.stateKey, receipt: null });
     expect(mb.blocks.slice(0, 4).map((x) => [x.key, x.digest])).toEqual(parent.blocks.slice(0, 4).map((x) => [x.key, x.digest]));
     expect(mb.blocks).toHaveLength(7);
     store.hot.clear();
     const back = await store.getState(bKey);
-    back.state.tensors.forEach((t, i) => expect(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(b.state.tensors[i]!.data.buffer, b.state.tensors[i]!.data.byteOffset, b.state.tensors[i]!.data.byteLength))).toBe(true));
+    back.state.tensors.forEach((t, i) =>
+      expect(
+        Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(
+          Buffer.from(b.state.tensors[i]!.data.buffer, b.state.tensors[i]!.data.byteOffset, b.state.tensors[i]!.data.byteLength),
+        ),
+      ).toBe(true),
+    );
     expect((await store.verify(bKey)).ok).toBe(true);
 
     // A parent block deleted behind the store's back: the write falls back to writing every block.

@@ -94,7 +94,9 @@ describe('byte budget and eviction', () => {
     for (const m of made.slice(1)) if (!finalKeys.has(await keyOf(m))) expected.push(await keyOf(m));
     expect(evictedOrder).toEqual(expected);
     expect(evictedOrder.length).toBeGreaterThanOrEqual(8);
-    console.log(`[budget] ${created} states created under a ${store.budgetBytes}-byte budget: ${evictedOrder.length} evicted least-recent first, ${finalKeys.size} kept (1 pinned, 1 kept recent by reads), 0 half-written, 0 lost blocks`);
+    console.log(
+      `[budget] ${created} states created under a ${store.budgetBytes}-byte budget: ${evictedOrder.length} evicted least-recent first, ${finalKeys.size} kept (1 pinned, 1 kept recent by reads), 0 half-written, 0 lost blocks`,
+    );
   });
 
   it('a write that cannot fit even after evicting every unpinned state fails with QuotaExceeded and changes nothing', async () => {

@@ -39,7 +39,9 @@ describe('schema versions', () => {
     const before = await snapshot(src);
     expect(await snapshot(store)).toEqual(before);
     // The upgrade copied each state's last use into `use`.
-    const use = await store.db.tx(['use'], 'readonly', (tx) => Promise.all([promisifyRequest(tx.objectStore('use').getAllKeys()), promisifyRequest(tx.objectStore('use').getAll())]));
+    const use = await store.db.tx(['use'], 'readonly', (tx) =>
+      Promise.all([promisifyRequest(tx.objectStore('use').getAllKeys()), promisifyRequest(tx.objectStore('use').getAll())]),
+    );
     expect(new Map(use[0].map((k, i) => [String(k), use[1][i] as number]))).toEqual(lastUsed);
     for (const t of states) {
       const m = await putSynthetic(new StateStore({ dbName: `scratch-${process.pid}-${++n}` }), t);

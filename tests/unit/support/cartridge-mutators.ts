@@ -9,6 +9,7 @@ export const rng = mulberry32;
 const enc = new TextEncoder();
 
 /** Rewrites the header JSON of a cartridge, keeping its data bytes as they are. */
+// biome-ignore lint/suspicious/noExplicitAny: a test mutator edits arbitrary header JSON
 export function rewriteHeader(bytes: Uint8Array, edit: (h: Record<string, any>) => void): Uint8Array {
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
@@ -22,6 +23,7 @@ export function rewriteHeader(bytes: Uint8Array, edit: (h: Record<string, any>) 
   return out;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: as above
 export const editMeta = (bytes: Uint8Array, edit: (m: Record<string, any>) => void) => rewriteHeader(bytes, (h) => edit(h.__metadata__));
 
 export interface Mutators {
@@ -36,7 +38,7 @@ export interface Mutators {
  * swap in (the first is the model's own).
  */
 export function cartridgeMutators(r: () => number, fps: readonly string[]): Mutators {
-  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const headerLen = (b: Uint8Array) => Number(new DataView(b.buffer, b.byteOffset).getBigUint64(0, true));
   const weird = [null, 0, -1, 1.5, 'x', '', [], {}, [1, 2], true, 1e300, '{"a":1}', '[1,2]', 'sha256:' + 'f'.repeat(64)];
   const fp0 = fps[0]!;

@@ -16,9 +16,11 @@ export function syntheticState(tokens: number[], layers = 2, heads = 2, headDim 
   for (let l = 0; l < layers; l++) {
     for (const kind of ['key', 'value']) {
       const data = new Float32Array(heads * T * headDim);
-      for (let h = 0; h < heads; h++) for (let t = 0; t < T; t++) for (let d = 0; d < headDim; d++) {
-        data[(h * T + t) * headDim + d] = Math.sin(tokens[t]! * 0.37 + t * 1.3 + l * 7 + h * 3 + d * 0.11 + (kind === 'key' ? 0 : 0.5));
-      }
+      for (let h = 0; h < heads; h++)
+        for (let t = 0; t < T; t++)
+          for (let d = 0; d < headDim; d++) {
+            data[(h * T + t) * headDim + d] = Math.sin(tokens[t]! * 0.37 + t * 1.3 + l * 7 + h * 3 + d * 0.11 + (kind === 'key' ? 0 : 0.5));
+          }
       tensors.push({ name: `layers.${l}.${kind}`, dims: [heads, T, headDim], data });
     }
   }
