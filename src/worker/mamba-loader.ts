@@ -30,7 +30,7 @@ export async function loadMambaForWorker(o: {
   const first = await o.readFile('statecart.json').catch(() => null);
   if (!first) {
     // Only now: the builder and onnx-proto are not needed for prepared models.
-    const { convertMambaCheckpoint } = await import('../../scripts/lib/mamba-onnx.ts');
+    const { convertMambaCheckpoint } = await import('../models/mamba-build.ts');
     built = (await convertMambaCheckpoint(await o.readFile('model.safetensors'), { id: o.modelId })).files;
   }
   return createMambaModel({

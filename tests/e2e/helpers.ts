@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
-import { seededGpt2Weights } from '../../scripts/lib/weights.ts';
+import { seededGpt2Weights } from '../../src/models/gpt2-weights.ts';
 import { gpt2Forward, type GPT2Weights } from '../../src/models/gpt2-reference.ts';
 import type { StatecartClient } from '../../src/lib/index.ts';
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPage, maxAbsDiff, LOREM } from './helpers.ts';
 import { launchOptions } from './browser.ts';
-import { seededMambaWeights } from '../../scripts/lib/mamba-model.ts';
+import { seededMambaWeights } from '../../src/models/mamba-build.ts';
 import { mambaReferenceForward, zeroMambaState, type MambaDims, type MambaWeights } from '../../src/models/mamba-reference.ts';
 
 const MODEL = 'tiny-mamba';

@@ -3,8 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AutoModelForCausalLM, AutoTokenizer, DynamicCache, env, Tensor, type PreTrainedModel, type PreTrainedTokenizer } from '@huggingface/transformers';
-import { ensureModels, PRESETS, PUBLIC_MODELS } from '../../scripts/make-models.ts';
-import { seededGpt2Weights } from '../../scripts/lib/weights.ts';
+import { ensureModels, PUBLIC_MODELS } from '../../scripts/make-models.ts';
+import { seededGpt2Recipe } from '../../src/models/registry.ts';
+import { seededGpt2Weights } from '../../src/models/gpt2-weights.ts';
 import { gpt2Forward, argmaxRow, type GPT2Weights, type GPT2LayerKV } from '../../src/models/gpt2-reference.ts';
 
 const DIR = join(PUBLIC_MODELS, 'tiny-gpt2');
@@ -51,8 +52,7 @@ async function runOrt(rows: number[][], opts: { past?: ort.Tensor[][]; mask?: nu
 
 beforeAll(async () => {
   await ensureModels(['tiny-gpt2']);
-  const p = PRESETS['tiny-gpt2']!;
-  if (p.arch !== 'gpt2') throw new Error('preset');
+  const p = seededGpt2Recipe('tiny-gpt2');
   const sc = JSON.parse(readFileSync(join(DIR, 'statecart.json'), 'utf8'));
   expect(sc.weight_source).toMatchObject({ kind: 'seeded', seed: p.seed, scale: p.scale });
   w = seededGpt2Weights(p.config, { seed: p.seed, scale: p.scale });

@@ -3,8 +3,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSyn
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { createHash } from 'node:crypto';
-import { ensureModels, buildFromSafetensors, gpt2HfConfig, PRESETS, STAMP_FILE } from '../../scripts/make-models.ts';
-import { seededGpt2Weights, gpt2WeightsToSafetensorsInput, gpt2WeightsFromTensors } from '../../scripts/lib/weights.ts';
+import { ensureModels, buildFromSafetensors, STAMP_FILE } from '../../scripts/make-models.ts';
+import { gpt2HfConfig } from '../../src/models/gpt2-build.ts';
+import { seededGpt2Recipe } from '../../src/models/registry.ts';
+import { seededGpt2Weights, gpt2WeightsToSafetensorsInput, gpt2WeightsFromTensors } from '../../src/models/gpt2-weights.ts';
 import { writeSafetensors, readSafetensors } from '../../src/formats/safetensors.ts';
 
 let tmp: string;
@@ -26,8 +28,7 @@ afterAll(() => {
 });
 
 const preset = () => {
-  const p = PRESETS[ID]!;
-  if (p.arch !== 'gpt2') throw new Error('preset');
+  const p = seededGpt2Recipe(ID);
   return p;
 };
 

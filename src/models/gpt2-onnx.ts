@@ -15,7 +15,7 @@
  * Opset 20 (Gelu approximate="tanh"), IR version 9. LM head tied: MatMul(x, Transpose(wte)).
  */
 import { GraphBuilder, DT, encodeModel } from './onnx-util.ts';
-import { MASKED_SCORE, type GPT2Weights } from '../../src/models/gpt2-reference.ts';
+import { MASKED_SCORE, type GPT2Weights } from './gpt2-reference.ts';
 
 export const GPT2_OPSET = 20;
 export const GPT2_IR_VERSION = 9;
@@ -106,6 +106,6 @@ export function buildGpt2Onnx(w: GPT2Weights): Uint8Array {
   return encodeModel(g, {
     opset: GPT2_OPSET,
     irVersion: GPT2_IR_VERSION,
-    producerName: 'statecart/scripts/lib/gpt2-onnx.ts',
+    producerName: 'statecart/src/models/gpt2-onnx.ts',
   }).model;
 }

@@ -23,11 +23,9 @@
  * Less + Where, not Trilu; softplus is Relu(x) + Log(1 + Exp(−|x|)).
  */
 import { GraphBuilder, DT, onnx, type Dim } from './onnx-util.ts';
-import type { MambaDims, MambaLayerWeights, MambaWeights } from '../../src/models/mamba-reference.ts';
-import { readSafetensors } from '../../src/formats/safetensors.ts';
-import { sha256Hex } from '../../src/core/sha256.ts';
-import { DT_A_CLAMP, RMS_EPS } from '../../src/models/mamba-reference.ts';
-import { tensorToFloat32 } from '../../src/formats/fp16.ts';
+import type { MambaDims, MambaLayerWeights, MambaWeights } from './mamba-reference.ts';
+import { DT_A_CLAMP, RMS_EPS } from './mamba-reference.ts';
+import { tensorToFloat32 } from '../formats/fp16.ts';
 
 export const OPSET = 17;
 // Sub-chunks of 8 (the pairwise part is O((T/8)²)); inside, the factored form runs on two
@@ -350,61 +348,4 @@ export function mambaWeightsFromTensors(tensors: Map<string, { dtype: string; sh
     });
   }
   return { dims, embeddings, layers, norm_f: get('backbone.norm_f.weight', [D]) };
-}
-
-export interface MambaHubConversion {
-  /** statecart.json's content, as scripts/lib/mamba-model.ts writes it for the same weights. */
-  statecart: {
-    id: string;
-    arch: 'mamba';
-    config: MambaDims & { chunk: number; subchunk: number };
-    dtype: 'fp32';
-    weights_sha256: string;
-    weight_source: Record<string, unknown>;
-    files: { prefill: string; tail: string; step: string; weights: string };
-  };
-  /** The files createMambaModel reads, by path under the model folder (statecart.json, onnx/*). */
-  files: Map<string, Uint8Array>;
-}
-
-/**
- * Turns a Hub checkpoint (`model.safetensors` in the layout of
- * state-spaces/mamba-130m-hf) into our graphs and packed weights, in memory:
- * no Node APIs, so a worker can run it. The same weights give the same
- * weights_sha256, hence the same model fingerprint and state keys, as the
- * files that scripts/make-models.ts writes.
- */
-export async function convertMambaCheckpoint(
-  safetensors: Uint8Array,
-  o: { id: string; chunk?: number; subchunk?: number; revision?: string },
-): Promise<MambaHubConversion> {
-  const chunk = o.chunk ?? 64;
-  const subchunk = o.subchunk ?? SUBCHUNK;
-  if (chunk <= 0 || chunk % subchunk !== 0) throw new Error(`chunk must be a positive multiple of ${subchunk}`);
-  const fileSha = await sha256Hex(safetensors);
-  const st = readSafetensors(safetensors);
-  const weights = mambaWeightsFromTensors(st.tensors as unknown as Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>);
-  const packed = packMambaWeights(weights);
-  const files = new Map<string, Uint8Array>();
-  files.set('onnx/prefill.onnx', buildMambaGraph('prefill', weights.dims, packed, subchunk));
-  files.set('onnx/tail.onnx', buildMambaGraph('tail', weights.dims, packed));
-  files.set('onnx/step.onnx', buildMambaGraph('step', weights.dims, packed));
-  files.set(`onnx/${WEIGHTS_FILE}`, packed.bytes);
-  const statecart: MambaHubConversion['statecart'] = {
-    id: o.id,
-    arch: 'mamba',
-    config: { ...weights.dims, chunk, subchunk },
-    dtype: 'fp32',
-    weights_sha256: await sha256Hex(packed.bytes),
-    weight_source: {
-      kind: 'safetensors',
-      file: 'model.safetensors',
-      sha256: fileSha,
-      converted: 'in the browser',
-      ...(o.revision ? { revision: o.revision } : {}),
-    },
-    files: { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: `onnx/${WEIGHTS_FILE}` },
-  };
-  files.set('statecart.json', new TextEncoder().encode(JSON.stringify(statecart, null, 2) + '\n'));
-  return { statecart, files };
 }

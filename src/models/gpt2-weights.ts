@@ -3,14 +3,11 @@
  * `model.safetensors` in the Hugging Face `gpt2` layout. Both produce the
  * GPT2Weights object that the ONNX builder and the TypeScript reference take.
  */
-import { readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { dirname, join, basename } from 'node:path';
-import { createHash } from 'node:crypto';
-import { readSafetensors } from '../../src/formats/safetensors.ts';
-import { mulberry32u32 } from '../../src/core/prng.ts';
-import { tensorToFloat32 } from '../../src/formats/fp16.ts';
-import { gpt2TensorSpecs, type GPT2Config, type GPT2Weights, type NamedTensor } from '../../src/models/gpt2-reference.ts';
+import { sha256Hex } from '../core/sha256.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
+import { mulberry32u32 } from '../core/prng.ts';
+import { tensorToFloat32 } from '../formats/fp16.ts';
+import { gpt2TensorSpecs, type GPT2Config, type GPT2Weights, type NamedTensor } from './gpt2-reference.ts';
 
 export type { GPT2Config, GPT2Weights, NamedTensor };
 
@@ -139,26 +136,17 @@ export function gpt2WeightsFromTensors(
   return { config, tensors };
 }
 
-/** Reads an HF gpt2-layout model.safetensors. Uses src/formats/safetensors.ts. */
+/**
+ * Reads an HF gpt2-layout model.safetensors (its bytes; `n_head` and
+ * `layer_norm_epsilon` from the config.json beside it, when the caller has it).
+ */
 export async function gpt2WeightsFromSafetensors(
-  path: string,
-  o: SafetensorsGpt2Options = {},
+  bytes: Uint8Array,
+  o: SafetensorsGpt2Options & { file?: string } = {},
 ): Promise<{ weights: GPT2Weights; info: Record<string, unknown> }> {
-  const bytes = new Uint8Array(await readFile(path));
-  const opts: SafetensorsGpt2Options = { ...o };
-  const cfgPath = join(dirname(path), 'config.json');
-  if ((opts.n_head === undefined || opts.layer_norm_epsilon === undefined) && existsSync(cfgPath)) {
-    const cfg = JSON.parse(await readFile(cfgPath, 'utf8'));
-    opts.n_head ??= cfg.n_head;
-    opts.layer_norm_epsilon ??= cfg.layer_norm_epsilon;
-  }
   const st = readSafetensors(bytes);
-  const weights = gpt2WeightsFromTensors(st.tensors as Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>, opts);
-  const info = {
-    kind: 'safetensors' as const,
-    file: basename(path),
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-  };
+  const weights = gpt2WeightsFromTensors(st.tensors as Map<string, { dtype: string; shape: number[]; data: ArrayLike<number> }>, o);
+  const info = { kind: 'safetensors' as const, file: o.file ?? 'model.safetensors', sha256: await sha256Hex(bytes) };
   return { weights, info };
 }
 
