@@ -22,7 +22,7 @@
 import { sha256Hex } from '../core/sha256.ts';
 import { readSafetensors } from '../formats/safetensors.ts';
 import { hash32, mulberry32 } from './gpt2-weights.ts';
-import { buildMambaGraph, packMambaWeights, mambaWeightsFromTensors, WEIGHTS_FILE, SUBCHUNK, type MambaGraphKind } from './mamba-onnx.ts';
+import { buildMambaGraph, packMambaWeights, mambaWeightsFromTensors, WEIGHTS_FILE, SUBCHUNK } from './mamba-onnx.ts';
 export { mambaWeightsFromTensors };
 import type { MambaDims, MambaLayerWeights, MambaWeights } from './mamba-reference.ts';
 import { RMS_EPS } from './mamba-reference.ts';
