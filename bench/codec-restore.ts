@@ -12,7 +12,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cpus } from 'node:os';
 import { StateStore } from '../src/store/store.ts';
-import { stateKey } from '../src/core/state-key.ts';
+import { stateKey } from '../src/core/key-chain.ts';
 import { ALL_CODECS } from '../src/engine/codec-optimizer.ts';
 import { cutBlocks, decodeBlock, encodeBlock, tensorSpecs } from '../src/models/state-layout.ts';
 import type { ModelState } from '../src/models/types.ts';
@@ -76,7 +76,7 @@ for (let r = 0; r < RUNS + 1; r++) {
     const x = stores.get(codec)!;
     x.store.hot.clear();
     let t0 = performance.now();
-    const got = await x.store.getState(key);
+    const got = await x.store.getState({ stateKey: key });
     const ms = performance.now() - t0;
     if (got.tier !== 'stored') throw new Error('expected a stored read');
     // Decode alone (no IndexedDB, no digest): the codec's own cost.

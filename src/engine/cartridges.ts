@@ -1,5 +1,5 @@
 import type { StateStore } from '../store/store.ts';
-import type { Manifest } from '../store/manifest.ts';
+import type { Manifest } from '../store/records.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
 import {
   buildCartridge,
@@ -12,7 +12,8 @@ import {
 } from '../formats/cartridge.ts';
 import { parseSafetensorsHeader } from '../formats/safetensors.ts';
 import { isCodecName, codecs, type CodecName, type CodecParams } from '../formats/codecs.ts';
-import { prefixKeys } from '../core/state-key.ts';
+import { KeyChain } from '../core/key-chain.ts';
+import { dimsAt } from '../core/state.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StateNotFound, StatecartError, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 
@@ -74,43 +75,23 @@ const MAX_RECEIPTS = 4096;
 
 // ---------------------------------------------------------------- model
 
-/** The numbers that shape a state: the model's own config, completed from its state specs. */
-export function cartridgeConfig(model: StateModel): CartridgeConfig {
-  const c: CartridgeConfig = { ...(model.identity.config as CartridgeConfig) };
-  const specs = model.stateSpecs;
-  if (c.n_layer === undefined) c.n_layer = specs.length / 2;
-  if (model.arch === 'gpt2') {
-    const d = specs[0]?.dims ?? [];
-    if (c.n_head === undefined) c.n_head = d[0];
-    if (c.n_embd === undefined && c.head_dim === undefined) c.head_dim = d[2];
-  } else {
-    const conv = specs.find((s) => s.name.endsWith('.conv'))?.dims ?? [];
-    const ssm = specs.find((s) => s.name.endsWith('.ssm'))?.dims ?? [];
-    if (c.d_inner === undefined) c.d_inner = conv[0];
-    if (c.d_conv === undefined && conv[1] !== undefined) c.d_conv = conv[1] + 1;
-    if (c.d_state === undefined) c.d_state = ssm[1];
-  }
-  return c;
-}
-
+/** What a cartridge of this model must be: its identity and its state tensors. */
 export function expectedModel(model: StateModel): ExpectedModel {
   return {
     modelFp: model.fingerprint,
     modelId: model.id,
     arch: model.arch,
-    config: cartridgeConfig(model),
+    config: model.identity.config as CartridgeConfig,
+    specs: model.stateSpecs,
     vocabSize: model.vocabSize,
     maxTokens: model.maxTokens,
   };
 }
 
-/** The most data bytes a cartridge of this model can hold (a GPT-2 state grows with its tokens, up to the context). */
+/** The most data bytes a cartridge of this model can hold (a sliceable state grows with its tokens, up to the context). */
 function maxDataBytes(model: StateModel): number {
   let elems = 0;
-  for (const s of model.stateSpecs) {
-    if (model.arch === 'gpt2') elems += (s.dims[0] ?? 0) * (s.dims[2] ?? 0) * model.maxTokens;
-    else elems += s.dims.reduce((a, b) => a * b, 1);
-  }
+  for (const s of model.stateSpecs) elems += dimsAt(s, Number.isFinite(model.maxTokens) ? model.maxTokens : 0).reduce((a, b) => a * b, 1);
   return elems * 4 + model.stateSpecs.length * TENSOR_SLACK;
 }
 
@@ -126,19 +107,15 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
   const codec = opts.codec ?? 'fp32';
   if (!isCodecName(codec)) throw new InvalidInput(`exportCartridge: unknown codec "${String(codec)}" (known: ${Object.keys(codecs).join(', ')})`);
   const m = await host.store.getManifest(key);
-  if (!m) throw new StateNotFound(`No stored state has the key ${key}; nothing to export.`, { key });
+  if (!m) throw new StateNotFound(key, 'exportCartridge');
   const model = await host.getModel(m.modelId);
-  if (model.fingerprint !== m.modelFp) {
-    throw new ModelMismatch(
-      `State ${key} belongs to another build of ${m.modelId} (fingerprint ${m.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…); load its model to export it.`,
-      { key },
-    );
-  }
+  if (model.fingerprint !== m.modelFp) throw new ModelMismatch({ kind: 'state', key, modelId: m.modelId, stateFp: m.modelFp, loadedFp: model.fingerprint });
   let parent: { stateKey: string; tokens: number; state?: ModelState } | undefined;
   if (opts.delta !== undefined) {
     if (opts.delta === key) throw new InvalidInput('exportCartridge: a delta cartridge needs a parent shorter than the state itself; export it whole instead.');
-    const keys = await prefixKeys(m.modelFp, m.tokens);
-    const L = keys.indexOf(opts.delta) + 1;
+    const chain = await KeyChain.create(m.modelFp, m.tokens);
+    let L = 0;
+    for (let n = 1; n < m.tokens.length && L === 0; n++) if (chain.keyAt(n) === opts.delta) L = n;
     if (L === 0) {
       throw new InvalidInput(
         `exportCartridge: state ${key} does not continue ${opts.delta} (that key is not the key of any prefix of its ${m.tokens.length} tokens); pick one of its ancestors, e.g. its parent ${m.parent ?? '(none recorded)'}.`,
@@ -146,14 +123,9 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
       );
     }
     parent = { stateKey: opts.delta, tokens: L };
-    if (m.arch === 'mamba') {
-      // A Mamba state cannot be cut by token: the delta is against the parent's stored tensors.
-      if (!(await host.store.getManifest(opts.delta))) {
-        throw new MissingParent(
-          `exportCartridge: a Mamba delta cartridge is computed against its parent's state, and ${opts.delta} (the first ${L} tokens) is not stored. Export the state whole, or create the parent first.`,
-          { parentStateKey: opts.delta },
-        );
-      }
+    if (!model.sliceable) {
+      // A fixed-size state cannot be cut by token: the delta is against the parent's stored tensors.
+      if (!(await host.store.getManifest(opts.delta))) throw new MissingParent({ kind: 'export', parentStateKey: opts.delta, parentTokens: L });
       parent.state = (await host.store.getState(opts.delta)).state;
     }
   }
@@ -162,8 +134,9 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
   const built = await buildCartridge({
     modelId: m.modelId,
     modelFp: m.modelFp,
-    arch: m.arch,
-    config: cartridgeConfig(model),
+    arch: model.arch,
+    config: model.identity.config as CartridgeConfig,
+    specs: model.stateSpecs,
     state,
     codec,
     ...(opts.codecParams ? { codecParams: opts.codecParams } : {}),
@@ -243,51 +216,47 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
       // A Mamba delta carries a hash of its parent's bits: the stored state
       // under that key holds other numbers (say, it was stored with a lossy codec).
       if (e instanceof MissingParent) {
-        throw new MissingParent(
-          `This delta cartridge continues state ${parsed.parent.stateKey}, but the state stored under that key is not the one it was made from (${e.message}). Delete that state and import the parent's own cartridge (fp32), then this one. Nothing was written.`,
-          { parentStateKey: parsed.parent.stateKey, parentTokens: parsed.parent.tokens },
-        );
+        throw new MissingParent({ kind: 'other-bits', parentStateKey: parsed.parent.stateKey, parentTokens: parsed.parent.tokens, problem: e.message });
       }
       if (e instanceof StatecartError)
-        throw new InvalidCartridge(`Invalid cartridge: it does not apply to its parent ${parsed.parent.stateKey}: ${e.message}`, {
-          parentStateKey: parsed.parent.stateKey,
-        });
+        throw new InvalidCartridge(`it does not apply to its parent ${parsed.parent.stateKey}: ${e.message}`, { parentStateKey: parsed.parent.stateKey });
       throw e;
     }
   } else {
     state = parsed.state!;
   }
   throwIfAborted(opts.signal);
-  const manifest = await host.store.putState({
+  const chain = await KeyChain.create(model.fingerprint, parsed.tokens);
+  const parentManifest = parsed.parent ? ((await host.store.getManifest(parsed.parent.stateKey)) ?? null) : null;
+  // The receipt names the stored blobs' digests; it is written in the state's own transaction.
+  const res = await host.store.putState({
     state,
+    chain,
     modelId: model.id,
     modelFp: model.fingerprint,
-    key: parsed.stateKey,
-    parent: parsed.parent?.stateKey ?? null,
-    receipt: null,
+    arch: model.arch,
+    parent: parentManifest,
+    receipt: (digest) =>
+      signReceipt({
+        op: 'import',
+        model_fp: model.fingerprint,
+        input_keys: parsed.parent ? [parsed.parent.stateKey] : [],
+        delta_tokens: parsed.tokens.length - (parsed.parent?.tokens ?? 0),
+        output_key: parsed.stateKey,
+        blob_digest: digest,
+        tokens_processed: 0,
+        tokens_reused: 0,
+        prev: receiptsVerified.ok ? receiptsVerified.last : null,
+      }),
   });
-  // The receipt names the stored blobs' digests, so it follows the state's write, as the engine's do.
-  const r: Receipt = {
-    op: 'import',
-    model_fp: model.fingerprint,
-    input_keys: parsed.parent ? [parsed.parent.stateKey] : [],
-    delta_tokens: parsed.tokens.length - (parsed.parent?.tokens ?? 0),
-    output_key: parsed.stateKey,
-    blob_digest: await blobDigest(manifest.blocks.map((b) => b.digest)),
-    tokens_processed: 0,
-    tokens_reused: 0,
-    prev: receiptsVerified.ok ? receiptsVerified.last : null,
-  };
-  const receipt = await signReceipt(r);
-  await host.store.setReceipt(parsed.stateKey, receipt);
   return {
     stateKey: parsed.stateKey,
     tokens: parsed.tokens.length,
-    bytes: manifest.bytes,
+    bytes: res.manifest.bytes,
     codec: parsed.codec,
-    reused: false,
+    reused: !res.written,
     parent: parsed.parent?.stateKey ?? null,
-    receipt,
+    receipt: res.receipt,
     receiptsVerified: receiptsVerified.ok,
   };
 }
@@ -312,17 +281,15 @@ async function checkReceipts(receipts: unknown[], key: string): Promise<{ ok: bo
   return { ok: true, last: links[links.length - 1]!.hash };
 }
 
-/** The parent of a delta: a stored state, or (GPT-2) its blocks, which any longer stored state may hold. */
+/** The parent of a delta: a stored state, or (sliceable states) its blocks, which any longer stored state may hold. */
 async function findParent(store: StateStore, model: StateModel, parent: { stateKey: string; tokens: number }, tokens: number[]): Promise<ModelState> {
   if (await store.getManifest(parent.stateKey)) return (await store.getState(parent.stateKey)).state;
-  if (model.arch === 'gpt2') {
-    const s = await store.getBlockPrefix(model, tokens.slice(0, parent.tokens));
+  if (model.sliceable && parent.tokens % 16 === 0) {
+    const chain = await KeyChain.create(model.fingerprint, tokens.slice(0, parent.tokens));
+    const s = await store.restoreBlockPrefix(chain, parent.tokens / 16, model.stateSpecs);
     if (s) return s;
   }
-  throw new MissingParent(
-    `This is a delta cartridge: it continues state ${parent.stateKey} (its first ${parent.tokens} tokens), which is not in this store. Import the parent's cartridge first (or create the parent from its text), then import this one again. Nothing was written.`,
-    { parentStateKey: parent.stateKey, parentTokens: parent.tokens },
-  );
+  throw new MissingParent({ kind: 'not-stored', parentStateKey: parent.stateKey, parentTokens: parent.tokens });
 }
 
 /**
@@ -369,19 +336,23 @@ function precheck(h: ReturnType<typeof parseSafetensorsHeader>, size: number, mo
   const arch = meta.arch;
   // Anything else wrong with the metadata, parseCartridge reports in its own words.
   if (meta.format === CARTRIDGE_FORMAT && typeof fp === 'string' && typeof arch === 'string' && (fp !== expect.modelFp || arch !== expect.arch)) {
-    const id = String(meta.model_id ?? '?').slice(0, 80);
-    throw new ModelMismatch(
-      `This cartridge holds a state of model "${id}" (${arch.slice(0, 20)}, fingerprint ${fp.slice(0, 16)}…), but the loaded model is "${expect.modelId}" (${expect.arch}, fingerprint ${expect.modelFp.slice(0, 16)}…). Load the cartridge's model, or recreate the state on this one.`,
-      { cartridgeModelId: id, cartridgeModelFp: fp, expectedModelId: expect.modelId, expectedModelFp: expect.modelFp },
-    );
+    throw new ModelMismatch({
+      kind: 'cartridge',
+      cartridgeModelId: String(meta.model_id ?? '?').slice(0, 80),
+      cartridgeArch: arch.slice(0, 20),
+      cartridgeFp: fp.slice(0, 64),
+      loadedModelId: expect.modelId,
+      loadedArch: expect.arch,
+      loadedFp: expect.modelFp,
+    });
   }
   const data = size - h.dataStart;
   const limit = maxDataBytes(model);
   if (data > limit) {
-    throw new InvalidCartridge(
-      `Invalid cartridge: it holds ${data} bytes of tensors, more than any state of ${expect.modelId} can (${limit}) — the file is not what it claims.`,
-      { dataBytes: data, limit },
-    );
+    throw new InvalidCartridge(`it holds ${data} bytes of tensors, more than any state of ${expect.modelId} can (${limit}) — the file is not what it claims.`, {
+      dataBytes: data,
+      limit,
+    });
   }
 }
 
@@ -405,7 +376,7 @@ async function download(url: string, model: StateModel, signal?: AbortSignal): P
   const limit = HEADER_LIMIT + 8 + maxDataBytes(model);
   if (Number.isFinite(len) && len > limit) {
     await r.body?.cancel().catch(() => undefined);
-    throw new InvalidCartridge(`Invalid cartridge: ${url} is ${len} bytes, more than any cartridge of ${model.id} can be (${limit}); nothing was read.`, {
+    throw new InvalidCartridge(`${url} is ${len} bytes, more than any cartridge of ${model.id} can be (${limit}); nothing was read.`, {
       url,
       bytes: len,
     });

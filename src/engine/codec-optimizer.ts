@@ -1,7 +1,7 @@
 import type { ModelState, StateModel } from '../models/types.ts';
 import type { StateStore, CodecChooser } from '../store/store.ts';
-import type { CodecConstraints } from '../store/manifest.ts';
-import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from '../models/state-layout.ts';
+import type { CodecConstraints } from '../store/records.ts';
+import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from '../store/blocks.ts';
 import { InvalidInput, ModelMismatch, StateNotFound } from '../core/errors.ts';
 import { compareToReference, referenceRun, type QualityMetrics } from './quality.ts';
 
@@ -54,12 +54,12 @@ export function encodeState(state: ModelState, codec: BlockCodec): { bytes: numb
   const back: { start: number; end: number; data: Float32Array }[] = [];
   let bytes = 0;
   for (const b of blocks) {
-    const blob = encodeBlock(state.arch, specs, b, codec);
+    const blob = encodeBlock(specs, b, codec);
     blobs.push(blob);
     bytes += blob.byteLength;
-    back.push({ start: b.start, end: b.end, data: codec === 'fp32' ? b.data : decodeBlock(state.arch, specs, b.start, b.end, codec, blob) });
+    back.push({ start: b.start, end: b.end, data: codec === 'fp32' ? b.data : decodeBlock(specs, b.start, b.end, codec, blob) });
   }
-  return { bytes, blobs, decoded: joinBlocks(state.arch, state.tokens, specs, back) };
+  return { bytes, blobs, decoded: joinBlocks(state.tokens, specs, back) };
 }
 
 function checkConstraints(c: CodecConstraints): CodecReport['constraints'] {
@@ -79,7 +79,16 @@ export async function evaluateCodecs(
   codecs: readonly BlockCodec[] = ALL_CODECS,
 ): Promise<CodecReport> {
   const c = checkConstraints(constraints);
-  if (state.arch !== model.arch) throw new ModelMismatch(`A ${state.arch} state cannot be measured on ${model.id} (${model.arch}).`);
+  const want = model.stateSpecs.map((s) => s.name).join(',');
+  const got = state.tensors.map((t) => t.name).join(',');
+  if (want !== got)
+    throw new ModelMismatch({
+      kind: 'tensor',
+      modelId: model.id,
+      tensor: 'the state',
+      expected: `tensors ${want.slice(0, 80)}`,
+      got: `tensors ${got.slice(0, 80)}`,
+    });
   for (const t of c.probeTokens ?? []) {
     if (!Number.isInteger(t) || t < 0 || t >= model.vocabSize) throw new InvalidInput(`chooseCodec: probe token ${t} is not in ${model.id}'s vocabulary`);
   }
@@ -161,17 +170,18 @@ export async function chooseCodec(
   constraints: CodecConstraints = {},
 ): Promise<CodecReport> {
   const m = await deps.store.getManifest(stateKey);
-  if (!m) throw new StateNotFound(`No stored state has the key ${stateKey}.`, { key: stateKey });
+  if (!m) throw new StateNotFound(stateKey, 'chooseCodec');
   const model = await deps.getModel(m.modelId);
-  if (m.modelFp !== model.fingerprint) throw new ModelMismatch(`State ${stateKey} belongs to another build of ${m.modelId}.`);
+  if (m.modelFp !== model.fingerprint)
+    throw new ModelMismatch({ kind: 'state', key: stateKey, modelId: m.modelId, stateFp: m.modelFp, loadedFp: model.fingerprint });
   const state = m.codec === 'fp32' ? (await deps.store.getState(stateKey)).state : (await model.prefill(m.tokens)).state;
   return { ...(await evaluateCodecs(model, state, constraints)), stateKey };
 }
 
 /** The store's 'auto' policy: measure every codec on each new state, store the choice. */
 export function codecChooser(getModel: (id?: string) => Promise<StateModel>): CodecChooser {
-  return async (state, input, policy) => {
-    const model = await getModel(input.modelId);
+  return async (state, policy, modelId) => {
+    const model = await getModel(modelId);
     const c = policy.constraints ?? {};
     // The default probe needs room for its tokens after the state; a state at
     // the model's limit cannot be probed, and is kept lossless.

@@ -1,148 +1,49 @@
 import type { ModelState, RunOptions, StateModel } from '../models/types.ts';
 import type { StateStore, Tier } from '../store/store.ts';
-import type { Manifest } from '../store/manifest.ts';
-import { BLOCK_TOKENS, blockChain, prefixKeys, stateKey } from '../core/state-key.ts';
-import { ContextOverflow, InvalidInput, ModelMismatch, throwIfAborted, CorruptBlob, StateNotFound } from '../core/errors.ts';
+import type { Manifest } from '../store/records.ts';
+import { KeyChain, BLOCK_TOKENS } from '../core/key-chain.ts';
+import { ContextOverflow, CorruptBlob, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, type Receipt, type SignedReceipt } from '../core/receipts.ts';
-import { digestOf } from '../core/sha256.ts';
-import { bytesOf } from '../core/bytes.ts';
-import { makeSampler, validateSampling, type Sampling } from './sampling.ts';
-import { cutBlocks, truncateState } from '../models/state-layout.ts';
-
-export interface CreateStateRequest {
-  /** Model id; defaults to the loaded model. */
-  model?: string;
-  text?: string;
-  tokens?: number[];
-  label?: string;
-}
-
-export interface CreateStateResult {
-  stateKey: string;
-  tokens: number;
-  bytes: number;
-  /** Tokens found already computed in the store (a prefix) and not processed again. */
-  reused: number;
-  processed: number;
-  receipt: SignedReceipt;
-  timings: { totalMs: number; prefillMs: number; lookupMs: number; storeMs: number };
-}
-
-export interface InferRequest {
-  stateKey: string;
-  /** New text after the state (may be empty). */
-  delta?: string;
-  deltaTokens?: number[];
-  maxNewTokens?: number;
-  sampling?: Sampling;
-}
-
-export interface Savings {
-  /** Tokens that came from the cache instead of being processed. */
-  tokensReused: number;
-  /** Tokens this request ran through the model (delta, plus one per generated token). */
-  tokensProcessed: number;
-  /** What a request without the cache would have run: the whole text, plus generation. */
-  naiveTokens: number;
-  /** 1 − processed / naive. */
-  fraction: number;
-}
-
-export interface InferResult {
-  newStateKey: string;
-  output: string;
-  outputTokens: number[];
-  deltaTokens: number;
-  savings: Savings;
-  receipt: SignedReceipt;
-  /** Which tier the starting state came from. */
-  tier: Tier | 'recomputed';
-  timings: { totalMs: number; restoreMs: number; prefillMs: number; generateMs: number; storeMs: number };
-}
-
-export interface MergeRequest {
-  /** A chain, oldest first: each state's tokens extend the one before. */
-  stateKeys: string[];
-}
-
-export interface MergeResult {
-  /** The merged state: the same tokens as the last key, so (content addressing) the same key. */
-  newStateKey: string;
-  tokens: number;
-  bytes: number;
-  receipt: SignedReceipt;
-  /** Intermediate states whose manifests were deleted. */
-  released: string[];
-  /** Intermediates kept because they are pinned. */
-  keptPinned: string[];
-  blobsFreed: number;
-  bytesFreed: number;
-}
-
-export interface CompactKeep {
-  /** Tokens kept from the start (a system prompt): found in the store, not recomputed. */
-  firstTokens?: number;
-  /** Tokens kept from the end (the recent window). */
-  lastTokens?: number;
-}
-
-export interface CompactRequest {
-  stateKey: string;
-  /** What to keep; by default the last half of the model's context. */
-  keep?: CompactKeep;
-  label?: string;
-}
-
-export interface CompactResult {
-  newStateKey: string;
-  /** Steps (the state and its ancestors by parent link) folded into the fresh state. */
-  stepsFolded: number;
-  /** Tokens in the fresh state. */
-  tokens: number;
-  /** Tokens left out. */
-  tokensDropped: number;
-  reused: number;
-  processed: number;
-  receipt: SignedReceipt;
-  timings: { totalMs: number; prefillMs: number };
-}
-
-export interface StateInfo {
-  key: string;
-  tokens: number;
-  bytes: number;
-  tier: Tier;
-  parent: string | null;
-  codec: string;
-  model: string;
-  label?: string;
-  pinned: boolean;
-  createdAt: number;
-  lastUsed: number;
-  receipt: string | null;
-  text?: string;
-  /** Set when a blob of the state was found missing or corrupt: it is not served, and is recomputed from its tokens on the next infer or createState. */
-  damaged?: { reason: string; blocks: number };
-}
+import { truncateState } from '../core/state.ts';
+import { makeSampler, validateSampling } from './sampling.ts';
+import type {
+  CompactKeep,
+  CompactRequest,
+  CompactResult,
+  CreateStateRequest,
+  CreateStateResult,
+  InferRequest,
+  InferResult,
+  UncachedRequest,
+  UncachedResult,
+  MergeRequest,
+  MergeResult,
+  StateInfo,
+} from './api.ts';
 
 const now = () => performance.now();
 
+/** The longest stored prefix found for a request. */
+interface Found {
+  /** Tokens of it (0: nothing found). */
+  reused: number;
+  state?: ModelState;
+  /** Its manifest, when it is a stored state (not a run of blocks). */
+  manifest?: Manifest;
+  tier?: Tier;
+}
+
 /**
  * The State Pack protocol, written against a StateModel and a StateStore only:
- * nothing here knows about workers, the DOM or a particular runtime.
+ * nothing here knows about workers, the DOM or a particular runtime. A
+ * request's state key travels as a value (a KeyChain made once per request and
+ * handed to the store), so each token is hashed once per call.
  */
 export class Engine {
-  /** Receipt per state key, in memory; the hash also lives in the manifest. */
-  private receipts = new Map<string, SignedReceipt>();
-
   constructor(
     readonly store: StateStore,
     private getModel: (id?: string) => Promise<StateModel>,
   ) {}
-
-  private async modelFor(id?: string): Promise<StateModel> {
-    return this.getModel(id);
-  }
 
   private async tokensOf(model: StateModel, text: string | undefined, tokens: number[] | undefined, what: string): Promise<number[]> {
     if (tokens) {
@@ -157,142 +58,134 @@ export class Engine {
   }
 
   /**
-   * The longest prefix of `tokens` already computed: a stored state whose key
-   * is one of the prefix keys, or (GPT-2) a run of stored 16-token blocks from
-   * the start. Returns nothing found as { reused: 0 }.
+   * The longest prefix of the chain's tokens already computed, at least
+   * `minLen` long: a stored state whose key is one of the prefix keys, or
+   * (sliceable states) a run of stored 16-token blocks from the start. `known`
+   * is a state of length minLen the caller already holds the manifest of
+   * (infer's own state): its manifest is not read again. Lengths above
+   * `maxLen` are not looked at (the caller knows them absent).
    */
-  async findPrefix(model: StateModel, tokens: number[], minLen = 1): Promise<{ state?: ModelState; reused: number; key?: string; tier?: Tier }> {
-    if (tokens.length === 0) return { reused: 0 };
-    const keys = await prefixKeys(model.fingerprint, tokens, minLen);
+  async findPrefix(model: StateModel, chain: KeyChain, minLen = 1, known?: Manifest, maxLen = chain.length): Promise<Found> {
+    const n = maxLen;
+    if (n === 0 || minLen > n) return { reused: 0 };
+    const keys = chain.keysFrom(minLen, n);
     // Hot tier first: no IndexedDB at all when a recent state matches.
-    for (let L = tokens.length; L >= minLen; L--) {
-      if (this.store.hot.has(keys[L - 1]!)) {
-        // getState reads the manifest itself (a deleted state is not served from memory).
-        const r = await this.store.getState(keys[L - 1]!).catch((e: unknown) => {
-          if (e instanceof StateNotFound) return null;
-          throw e;
-        });
-        if (r) return { state: r.state, reused: L, key: keys[L - 1], tier: r.tier };
-      }
+    const h = this.store.longestHot(keys);
+    if (h >= 0) {
+      const L = minLen + h;
+      const r = await this.store.getState(keys[h]!).catch((e: unknown) => {
+        if (e instanceof StateNotFound) return null;
+        throw e;
+      });
+      if (r) return { reused: L, state: r.state, manifest: r.manifest, tier: r.tier };
     }
-    const manifests: (Manifest | undefined)[] = new Array(minLen - 1).fill(undefined).concat(await this.store.getManifests(keys.slice(minLen - 1)));
-    let bestManifest = 0;
-    for (let L = tokens.length; L >= minLen; L--) {
-      const m = manifests[L - 1];
-      if (m && m.modelFp === model.fingerprint) {
-        bestManifest = L;
+    const ask = known ? keys.slice(1) : keys;
+    const manifests = [...(known ? [known] : []), ...(await this.store.getManifests(ask))];
+    let best = 0;
+    let bestManifest: Manifest | undefined;
+    for (let i = manifests.length - 1; i >= 0; i--) {
+      const m = manifests[i];
+      if (m && m.modelFp === model.fingerprint && !m.damaged) {
+        best = minLen + i;
+        bestManifest = m;
         break;
       }
     }
     let bestBlocks = 0;
-    if (model.arch === 'gpt2') {
-      const chain = await blockChain(model.fingerprint, tokens);
-      const full = Math.floor(tokens.length / BLOCK_TOKENS);
-      const present = await this.store.hasBlocks(chain.slice(0, full));
-      let k = 0;
-      while (k < full && present[k]) k++;
-      bestBlocks = k * BLOCK_TOKENS;
+    if (model.sliceable) {
+      // Blocks inside a stored state are stored (under their chain names): look only past it.
+      const from = Math.floor(best / BLOCK_TOKENS);
+      bestBlocks = (await this.store.storedBlockRun(chain, from, Math.floor(n / BLOCK_TOKENS))) * BLOCK_TOKENS;
+      if (bestBlocks < minLen) bestBlocks = 0;
     }
-    if (bestManifest === 0 && bestBlocks < minLen) return { reused: 0 };
-    if (bestManifest >= bestBlocks) {
+    if (bestManifest && best >= bestBlocks) {
       try {
-        const r = await this.store.getState(keys[bestManifest - 1]!);
-        return { state: r.state, reused: bestManifest, key: keys[bestManifest - 1], tier: r.tier };
+        const r = await this.store.restore(bestManifest);
+        return { reused: best, state: r.state, manifest: r.manifest, tier: r.tier };
       } catch (e) {
-        // A damaged state is never served; fall back to recomputing.
-        if (e instanceof CorruptBlob) return { reused: 0 };
-        throw e;
+        // A damaged state is never served; fall back to what else there is, or recompute.
+        if (!(e instanceof CorruptBlob) && !(e instanceof StateNotFound)) throw e;
+        if (bestBlocks === 0) return { reused: 0 };
       }
     }
-    const state = await this.store.getBlockPrefix(model, tokens.slice(0, bestBlocks));
+    if (bestBlocks === 0) return { reused: 0 };
+    const state = await this.store.restoreBlockPrefix(chain, bestBlocks / BLOCK_TOKENS, model.stateSpecs);
     if (!state) return { reused: 0 };
-    return { state, reused: bestBlocks, tier: 'stored' };
+    return { reused: bestBlocks, state, tier: 'stored' };
   }
 
   /**
    * Computes and stores the state of `tokens`, reusing the longest stored
    * prefix. Nothing is written when the signal fires before the store write.
    */
-  private async build(model: StateModel, tokens: number[], ro: RunOptions, label?: string): Promise<Built> {
-    const key = await stateKey(model.fingerprint, tokens);
+  private async build(model: StateModel, tokens: number[], ro: RunOptions, op: 'create' | 'compact', label?: string, input?: Manifest): Promise<Built> {
+    const chain = await KeyChain.create(model.fingerprint, tokens);
+    // Every prefix key, shortest first: the lookup below needs them all, and
+    // asked in this order each token is hashed once.
+    const key = chain.keysFrom(1)[tokens.length - 1]!;
     const tl = now();
-    const existing = await this.store.getManifest(key);
+    const existing = (await this.store.lookup(key))?.manifest;
     // A damaged state is built again (which stores it whole and clears the mark).
     if (existing && existing.modelFp === model.fingerprint && !existing.damaged) {
-      return { key, manifest: existing, reused: tokens.length, processed: 0, prefixKey: key, existed: true, lookupMs: now() - tl, prefillMs: 0, storeMs: 0 };
+      return { key, manifest: existing, reused: tokens.length, processed: 0, existed: true, lookupMs: now() - tl, prefillMs: 0, storeMs: 0, receipt: null };
     }
-    const prefix = await this.findPrefix(model, tokens);
+    // (the whole text was just looked up: absent, or damaged)
+    const prefix = await this.findPrefix(model, chain, 1, undefined, tokens.length - 1);
     const lookupMs = now() - tl;
     throwIfAborted(ro.signal);
-    if (prefix.state && prefix.reused === tokens.length) {
-      // A damaged state whose bytes turned out whole (its blocks were rewritten by
-      // another state, or it read back fine): stored again as found, nothing to compute.
-      const ts = now();
-      const manifest = await this.store.putState({
-        state: prefix.state,
-        modelId: model.id,
-        modelFp: model.fingerprint,
-        key,
-        parent: existing?.parent ?? null,
-        receipt: existing?.receipt ?? null,
-        receiptJson: existing?.receiptJson,
-        label: label ?? existing?.label,
-      });
-      return { key, manifest, reused: tokens.length, processed: 0, prefixKey: key, existed: true, lookupMs, prefillMs: 0, storeMs: now() - ts };
-    }
     const tp = now();
     const rest = tokens.slice(prefix.reused);
-    const { state, logits } = await model.prefill(rest, prefix.state, progressOffset(ro, prefix.reused, tokens.length));
-    keepLogits(state, logits);
+    const run = model.open(prefix.state);
+    let state: ModelState;
+    try {
+      const logits = await run.feed(rest, progressOffset(ro, prefix.reused, tokens.length));
+      state = await run.state();
+      if (model.keepsLastLogits) state.logits = logits;
+    } finally {
+      run.close();
+    }
     const prefillMs = now() - tp;
     throwIfAborted(ro.signal);
     const ts = now();
-    const manifest = await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key, parent: prefix.key ?? null, receipt: null, label });
-    return { key, manifest, reused: prefix.reused, processed: rest.length, prefixKey: prefix.key, existed: false, lookupMs, prefillMs, storeMs: now() - ts };
+    const inputs = input ? [input.key] : prefix.manifest ? [prefix.manifest.key] : [];
+    const prev = (input ? input.receipt : prefix.manifest?.receipt) ?? null;
+    const processed = rest.length;
+    const res = await this.store.putState({
+      state,
+      chain,
+      modelId: model.id,
+      modelFp: model.fingerprint,
+      arch: model.arch,
+      parent: prefix.manifest ?? null,
+      label: label ?? existing?.label,
+      receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
+      // (a damaged state is written again whole)
+      replace: Boolean(existing),
+    });
+    return {
+      key,
+      manifest: res.manifest,
+      reused: prefix.reused,
+      processed,
+      existed: !res.written,
+      lookupMs,
+      prefillMs,
+      storeMs: now() - ts,
+      receipt: res.receipt,
+    };
   }
 
   async createState(req: CreateStateRequest, ro: RunOptions = {}): Promise<CreateStateResult> {
     const t0 = now();
-    const model = await this.modelFor(req.model);
+    const model = await this.getModel(req.model);
     const tokens = await this.tokensOf(model, req.text, req.tokens, 'createState');
     if (tokens.length === 0) throw new InvalidInput('createState: the text has no tokens; a state holds at least one token.');
-    if (tokens.length > model.maxTokens) {
-      throw new ContextOverflow(
-        `${model.id} holds at most ${model.maxTokens} tokens; this text has ${tokens.length}. Shorten it, or create a shorter base and compact.`,
-        { limit: model.maxTokens, wanted: tokens.length },
-      );
-    }
-    const b = await this.build(model, tokens, ro, req.label);
-    let receipt: SignedReceipt;
-    if (b.existed) {
-      // A hit makes nothing: its receipt says so (nothing processed, the state
-      // itself as input) and chains to the receipt that made the state.
-      receipt = await this.makeReceipt(
-        'create',
-        model,
-        [b.key],
-        0,
-        b.key,
-        await this.digestOfState(b.manifest),
-        0,
-        tokens.length,
-        await this.receiptHash(b.key),
-      );
-    } else {
-      const prev = b.prefixKey ? await this.receiptHash(b.prefixKey) : null;
-      receipt = await this.makeReceipt(
-        'create',
-        model,
-        b.prefixKey ? [b.prefixKey] : [],
-        b.processed,
-        b.key,
-        await this.digestOfState(b.manifest),
-        b.processed,
-        b.reused,
-        prev,
-      );
-      await this.record(b.key, receipt);
-    }
+    if (tokens.length > model.maxTokens) throw new ContextOverflow({ modelId: model.id, limit: model.maxTokens, wanted: tokens.length, op: 'createState' });
+    const b = await this.build(model, tokens, ro, 'create', req.label);
+    // A hit makes nothing: its receipt says so (nothing processed, the state
+    // itself as input) and chains to the receipt that made the state.
+    const receipt =
+      b.receipt ?? (await this.makeReceipt('create', model, [b.key], 0, b.key, await stateDigest(b.manifest), 0, tokens.length, b.manifest.receipt ?? null));
     return {
       stateKey: b.key,
       tokens: tokens.length,
@@ -306,130 +199,176 @@ export class Engine {
 
   async infer(req: InferRequest, ro: RunOptions = {}): Promise<InferResult> {
     const t0 = now();
-    validateSampling(req.sampling);
-    const maxNew = req.maxNewTokens ?? 16;
+    validateSampling(req?.sampling);
+    const maxNew = req?.maxNewTokens ?? 16;
     if (!Number.isInteger(maxNew) || maxNew < 0) throw new InvalidInput('infer: maxNewTokens must be a whole number ≥ 0');
-    const base = await this.store.getManifest(req.stateKey);
-    if (!base)
-      throw new StateNotFound(`No stored state has the key ${req.stateKey}. Create it with createState, or import its cartridge.`, { key: req.stateKey });
-    const model = await this.modelFor(base.modelId);
-    if (base.modelFp !== model.fingerprint)
-      throw new ModelMismatch(
-        `State ${req.stateKey} belongs to another build of ${base.modelId} (fingerprint ${base.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…).`,
-      );
-    const delta = await this.tokensOf(model, req.delta ?? '', req.deltaTokens, 'infer');
-    const full = [...base.tokens, ...delta];
-    if (full.length + maxNew > model.maxTokens) {
-      throw new ContextOverflow(
-        `${model.id} holds at most ${model.maxTokens} tokens: the state has ${base.tokens.length}, the delta ${delta.length}, and ${maxNew} new tokens were asked for. Call compact({ stateKey, keep }) to fold the state into a shorter one, then infer from it.`,
-        { limit: model.maxTokens, wanted: full.length + maxNew },
-      );
-    }
-    // Restore: the longest stored prefix of state + delta (at least the state itself, when it is intact).
     const tr = now();
-    // Only prefixes at least as long as the state itself are wanted here.
-    const found = await this.findPrefix(model, full, base.tokens.length);
+    const base = (await this.store.lookup(req?.stateKey))?.manifest;
+    if (!base) throw new StateNotFound(req?.stateKey);
+    const model = await this.getModel(base.modelId);
+    if (base.modelFp !== model.fingerprint)
+      throw new ModelMismatch({ kind: 'state', key: base.key, modelId: base.modelId, stateFp: base.modelFp, loadedFp: model.fingerprint });
+    const delta = await this.tokensOf(model, req.delta ?? '', req.deltaTokens, 'infer');
+    const n0 = base.tokens.length;
+    if (n0 + delta.length + maxNew > model.maxTokens) {
+      throw new ContextOverflow({
+        modelId: model.id,
+        limit: model.maxTokens,
+        wanted: n0 + delta.length + maxNew,
+        state: n0,
+        delta: delta.length,
+        maxNewTokens: maxNew,
+        op: 'infer',
+      });
+    }
+    const chain = await KeyChain.create(model.fingerprint, [...base.tokens, ...delta]);
+    const full = chain.tokens;
+    // Restore: the longest stored prefix of state + delta (at least the state itself, when it is intact).
+    const found = base.damaged ? { reused: 0 as number } : await this.findPrefix(model, chain, n0, base);
     let tier: InferResult['tier'] = found.reused > 0 ? (found.tier ?? 'stored') : 'recomputed';
     const restoreMs = now() - tr;
     throwIfAborted(ro.signal);
     const tp = now();
-    let state: ModelState | undefined = found.state;
-    let logits: Float32Array | undefined;
     let reused = found.reused;
     let processed = 0;
-    if (reused < base.tokens.length) {
-      // The state itself could not be restored (a damaged or missing blob): it
-      // is recomputed from its tokens and stored again, which heals it.
-      tier = 'recomputed';
-      const r = await model.prefill(base.tokens.slice(reused), state, progressOffset(ro, reused, full.length));
-      state = r.state;
-      logits = r.logits;
-      processed += base.tokens.length - reused;
+    let run = model.open(found.state);
+    try {
+      let logits: Float32Array | undefined;
+      if (reused < n0) {
+        // The state itself could not be restored (a damaged or missing blob): it
+        // is recomputed from its tokens and stored again, which heals it.
+        tier = 'recomputed';
+        logits = await run.feed(base.tokens.slice(reused), progressOffset(ro, reused, full.length));
+        processed += n0 - reused;
+        throwIfAborted(ro.signal);
+        const healed = await run.state();
+        if (model.keepsLastLogits) healed.logits = logits;
+        await this.store.putState({
+          state: healed,
+          chain: chain.prefix(n0),
+          modelId: model.id,
+          modelFp: model.fingerprint,
+          arch: model.arch,
+          parent: null,
+          label: base.label,
+          keepReceipt: { hash: base.receipt, ...(base.receiptJson ? { json: base.receiptJson } : {}) },
+          replace: true,
+        });
+      }
+      const pos = reused + processed;
+      if (pos < full.length) {
+        logits = await run.feed(full.slice(pos), progressOffset(ro, pos, full.length));
+        processed += full.length - pos;
+      } else if (!logits) {
+        // Everything is cached, but generation needs the last position's logits.
+        const kept = found.state?.logits;
+        if (kept && kept.length === model.vocabSize) logits = kept;
+        else if (model.sliceable && full.length > 1) {
+          // A KV state cut back by one token recomputes them from that token.
+          run.close();
+          run = model.open(truncateState(found.state!, full.length - 1));
+          logits = await run.feed([full[full.length - 1]!], ro);
+          processed += 1;
+          reused -= 1;
+        } else {
+          run.close();
+          run = model.open();
+          logits = await run.feed([...full], ro);
+          processed = full.length;
+          reused = 0;
+          tier = 'recomputed';
+        }
+      }
+      if (!logits) throw new Error('internal: no logits after restore');
+      const prefillMs = now() - tp;
+      const tg = now();
+      const sample = makeSampler(req.sampling);
+      const out: number[] = [];
+      let lastYield = now();
+      for (let i = 0; i < maxNew; i++) {
+        // An onnxruntime run does not return to the worker's message loop; without
+        // this, a long generation would not see cancel() or the heartbeat.
+        if (now() - lastYield > 50) {
+          await new Promise((r) => setTimeout(r, 0));
+          lastYield = now();
+        }
+        throwIfAborted(ro.signal);
+        const tok = sample(logits);
+        out.push(tok);
+        // The last token is run too, so that the new state holds the whole output.
+        logits = await run.feed([tok]);
+        processed++;
+      }
+      const generateMs = now() - tg;
       throwIfAborted(ro.signal);
-      keepLogits(state, logits);
-      await this.store.putState({
+      const ts = now();
+      chain.append(out);
+      const state = await run.state();
+      if (model.keepsLastLogits) state.logits = logits;
+      const newKey = chain.key();
+      const prev = base.receipt ?? null;
+      const res = await this.store.putState({
         state,
+        chain,
         modelId: model.id,
         modelFp: model.fingerprint,
-        key: base.key,
-        parent: base.parent,
-        receipt: base.receipt,
-        receiptJson: base.receiptJson,
-        label: base.label,
+        arch: model.arch,
+        parent: found.manifest && found.reused >= n0 ? found.manifest : base,
+        receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
       });
+      // Already stored (the same tokens came out before): this call's receipt is made, not stored.
+      const receipt =
+        res.receipt ?? (await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, await stateDigest(res.manifest), processed, reused, prev));
+      const storeMs = now() - ts;
+      const naive = full.length + maxNew;
+      return {
+        newStateKey: newKey,
+        // (transformers.js refuses to decode an empty list)
+        output: out.length ? model.decode(out) : '',
+        outputTokens: out,
+        deltaTokens: delta.length,
+        savings: { tokensReused: reused, tokensProcessed: processed, naiveTokens: naive, fraction: naive ? 1 - processed / naive : 0 },
+        receipt,
+        tier,
+        timings: { totalMs: now() - t0, restoreMs, prefillMs, generateMs, storeMs },
+      };
+    } finally {
+      run.close();
     }
-    const pos = reused + processed;
-    if (pos < full.length) {
-      const r = await model.prefill(full.slice(pos), state, progressOffset(ro, pos, full.length));
-      state = r.state;
-      logits = r.logits;
-      processed += full.length - pos;
-    } else if (!logits) {
-      // Everything is cached, but generation needs the last position's logits.
-      if (state?.logits && state.logits.length === model.vocabSize) {
-        logits = state.logits;
-      } else if (model.arch === 'gpt2' && full.length > 1) {
-        const r = await model.prefill([full[full.length - 1]!], truncateState(state!, full.length - 1), ro);
-        state = r.state;
-        logits = r.logits;
-        processed += 1;
-        reused -= 1;
-      } else {
-        const r = await model.prefill(full, undefined, ro);
-        state = r.state;
-        logits = r.logits;
-        processed = full.length;
-        reused = 0;
-        tier = 'recomputed';
+  }
+
+  /** Prefill of the whole text and generation, with no lookup, no hashing and no store. */
+  async runUncached(req: UncachedRequest, ro: RunOptions = {}): Promise<UncachedResult> {
+    const t0 = now();
+    validateSampling(req?.sampling);
+    const maxNew = req?.maxNewTokens ?? 0;
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw new InvalidInput('runUncached: maxNewTokens must be a whole number ≥ 0');
+    const model = await this.getModel(req.model);
+    const tokens = await this.tokensOf(model, req.text, req.tokens, 'runUncached');
+    if (tokens.length === 0) throw new InvalidInput('runUncached: the text has no tokens');
+    if (tokens.length + maxNew > model.maxTokens) throw new ContextOverflow({ modelId: model.id, limit: model.maxTokens, wanted: tokens.length + maxNew });
+    const run = model.open();
+    try {
+      let logits = await run.feed(tokens, ro);
+      const prefillMs = now() - t0;
+      const tg = now();
+      const sample = makeSampler(req.sampling);
+      const out: number[] = [];
+      for (let i = 0; i < maxNew; i++) {
+        throwIfAborted(ro.signal);
+        const tok = sample(logits);
+        out.push(tok);
+        if (i + 1 < maxNew) logits = await run.feed([tok]);
       }
+      return {
+        output: out.length ? model.decode(out) : '',
+        outputTokens: out,
+        tokensProcessed: tokens.length + Math.max(0, maxNew - 1),
+        timings: { totalMs: now() - t0, prefillMs, generateMs: now() - tg },
+      };
+    } finally {
+      run.close();
     }
-    if (!state || !logits) throw new Error('internal: no state after restore');
-    const prefillMs = now() - tp;
-    const tg = now();
-    const sample = makeSampler(req.sampling);
-    const out: number[] = [];
-    let lastYield = now();
-    for (let i = 0; i < maxNew; i++) {
-      // An onnxruntime run does not return to the worker's message loop; without
-      // this, a long generation would not see cancel() or the heartbeat.
-      if (now() - lastYield > 50) {
-        await new Promise((r) => setTimeout(r, 0));
-        lastYield = now();
-      }
-      throwIfAborted(ro.signal);
-      const tok = sample(logits);
-      out.push(tok);
-      // The last token is run too, so that the new state holds the whole output.
-      const r = await model.prefill([tok], state);
-      state = r.state;
-      logits = r.logits;
-      processed++;
-    }
-    const generateMs = now() - tg;
-    throwIfAborted(ro.signal);
-    const ts = now();
-    const newKey = await stateKey(model.fingerprint, state.tokens);
-    let manifest = await this.store.getManifest(newKey);
-    if (!manifest || manifest.damaged) {
-      keepLogits(state, logits);
-      manifest = await this.store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key: newKey, parent: req.stateKey, receipt: null });
-    }
-    const prev = await this.receiptHash(req.stateKey);
-    const receipt = await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, await this.digestOfState(manifest), processed, reused, prev);
-    await this.record(newKey, receipt);
-    const storeMs = now() - ts;
-    const naive = full.length + maxNew;
-    return {
-      newStateKey: newKey,
-      // (transformers.js refuses to decode an empty list)
-      output: out.length ? model.decode(out) : '',
-      outputTokens: out,
-      deltaTokens: delta.length,
-      savings: { tokensReused: reused, tokensProcessed: processed, naiveTokens: naive, fraction: naive ? 1 - processed / naive : 0 },
-      receipt,
-      tier,
-      timings: { totalMs: now() - t0, restoreMs, prefillMs, generateMs, storeMs },
-    };
   }
 
   /**
@@ -449,17 +388,15 @@ export class Engine {
       throw new InvalidInput('merge: stateKeys is a non-empty list of state keys, oldest first');
     const ms = await this.store.getManifests(keys);
     ms.forEach((m, i) => {
-      if (!m) throw new StateNotFound(`merge: no stored state has the key ${keys[i]}.`, { key: keys[i] });
+      if (!m) throw new StateNotFound(keys[i]!, 'merge');
     });
     const manifests = ms as Manifest[];
     const last = manifests[manifests.length - 1]!;
-    const model = await this.modelFor(last.modelId);
+    const model = await this.getModel(last.modelId);
     for (let i = 0; i < manifests.length; i++) {
       const m = manifests[i]!;
       if (m.modelFp !== model.fingerprint)
-        throw new ModelMismatch(
-          `merge: state ${m.key} belongs to another model build (fingerprint ${m.modelFp.slice(0, 12)}…, loaded ${model.fingerprint.slice(0, 12)}…).`,
-        );
+        throw new ModelMismatch({ kind: 'state', key: m.key, modelId: m.modelId, stateFp: m.modelFp, loadedFp: model.fingerprint });
       if (i > 0 && !extendsTokens(m.tokens, manifests[i - 1]!.tokens)) {
         throw new InvalidInput(
           `merge: the keys are not a chain: state ${i} (${m.key}, ${m.tokens.length} tokens) does not begin with the tokens of state ${i - 1} (${manifests[i - 1]!.key}). Give the keys oldest first.`,
@@ -468,30 +405,23 @@ export class Engine {
       }
     }
     throwIfAborted(ro.signal);
-    const { state } = await this.store.getState(last.key);
+    const { state } = await this.store.restore(last);
     throwIfAborted(ro.signal);
     // The last step that may be cancelled: from here on the merge is written.
-    const manifest = await this.store.putState({
+    const chain = await KeyChain.create(model.fingerprint, last.tokens);
+    const res = await this.store.putState({
       state,
+      chain,
       modelId: model.id,
       modelFp: model.fingerprint,
-      key: last.key,
+      arch: model.arch,
       parent: null,
-      receipt: null,
       label: last.label,
+      pinned: last.pinned,
+      receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
+      replace: true,
     });
-    const receipt = await this.makeReceipt(
-      'merge',
-      model,
-      [...keys],
-      0,
-      last.key,
-      await this.digestOfState(manifest),
-      0,
-      state.tokens.length,
-      await this.receiptHash(last.key),
-    );
-    await this.record(last.key, receipt);
+    const receipt = res.receipt!;
     const released: string[] = [];
     const keptPinned: string[] = [];
     let blobsFreed = 0;
@@ -503,12 +433,11 @@ export class Engine {
         continue;
       }
       const r = await this.store.delete(m.key);
-      this.receipts.delete(m.key);
       released.push(m.key);
       blobsFreed += r.blobsFreed;
       bytesFreed += r.bytesFreed;
     }
-    return { newStateKey: last.key, tokens: state.tokens.length, bytes: manifest.bytes, receipt, released, keptPinned, blobsFreed, bytesFreed };
+    return { newStateKey: last.key, tokens: state.tokens.length, bytes: res.manifest.bytes, receipt, released, keptPinned, blobsFreed, bytesFreed };
   }
 
   /**
@@ -519,23 +448,19 @@ export class Engine {
    */
   async compact(req: CompactRequest, ro: RunOptions = {}): Promise<CompactResult> {
     const t0 = now();
-    const base = await this.store.getManifest(req?.stateKey);
-    if (!base) throw new StateNotFound(`No stored state has the key ${req?.stateKey}.`, { key: req?.stateKey });
-    const model = await this.modelFor(base.modelId);
-    if (base.modelFp !== model.fingerprint) throw new ModelMismatch(`State ${base.key} belongs to another build of ${base.modelId}.`);
+    const base = (await this.store.lookup(req?.stateKey))?.manifest;
+    if (!base) throw new StateNotFound(req?.stateKey);
+    const model = await this.getModel(base.modelId);
+    if (base.modelFp !== model.fingerprint)
+      throw new ModelMismatch({ kind: 'state', key: base.key, modelId: base.modelId, stateFp: base.modelFp, loadedFp: model.fingerprint });
     const n = base.tokens.length;
     const { first, last } = keepOf(req.keep, model.maxTokens);
     const kept = first + last >= n ? [...base.tokens] : [...base.tokens.slice(0, first), ...base.tokens.slice(n - last)];
-    if (kept.length > model.maxTokens)
-      throw new ContextOverflow(`compact: keeping ${kept.length} tokens still exceeds ${model.id}'s ${model.maxTokens}. Keep fewer.`, {
-        limit: model.maxTokens,
-        wanted: kept.length,
-      });
+    if (kept.length > model.maxTokens) throw new ContextOverflow({ modelId: model.id, limit: model.maxTokens, wanted: kept.length, op: 'compact' });
     const stepsFolded = await this.chainLength(base);
-    const b = await this.build(model, kept, ro, req.label);
-    const prev = await this.receiptHash(base.key);
-    const receipt = await this.makeReceipt('compact', model, [base.key], 0, b.key, await this.digestOfState(b.manifest), b.processed, b.reused, prev);
-    if (!b.existed) await this.record(b.key, receipt);
+    const b = await this.build(model, kept, ro, 'compact', req.label, base);
+    const receipt =
+      b.receipt ?? (await this.makeReceipt('compact', model, [base.key], 0, b.key, await stateDigest(b.manifest), b.processed, b.reused, base.receipt ?? null));
     return {
       newStateKey: b.key,
       stepsFolded,
@@ -565,7 +490,7 @@ export class Engine {
 
   async getState(key: string): Promise<StateInfo> {
     const m = await this.store.getManifest(key);
-    if (!m) throw new StateNotFound(`No stored state has the key ${key}.`, { key });
+    if (!m) throw new StateNotFound(key);
     return this.info(m);
   }
 
@@ -578,12 +503,14 @@ export class Engine {
     const m = await this.store.getManifest(key);
     if (!m) return { deleted: false, blobsFreed: 0, bytesFreed: 0 };
     const r = await this.store.delete(key);
-    this.receipts.delete(key);
     return { deleted: true, ...r };
   }
 
-  receiptOf(key: string): SignedReceipt | undefined {
-    return this.receipts.get(key);
+  /** The receipt that made a state, as stored with it. */
+  async receiptOf(key: string): Promise<SignedReceipt | null> {
+    const m = await this.store.getManifest(key);
+    if (!m?.receiptJson || !m.receipt) return null;
+    return { receipt: JSON.parse(m.receiptJson) as Receipt, hash: m.receipt };
   }
 
   private info(m: Manifest): StateInfo {
@@ -591,7 +518,7 @@ export class Engine {
       key: m.key,
       tokens: m.tokens.length,
       bytes: m.bytes,
-      tier: this.store.hot.has(m.key) ? 'hot' : 'stored',
+      tier: this.store.tierOf(m.key),
       parent: m.parent,
       codec: m.codec,
       model: m.modelId,
@@ -604,7 +531,7 @@ export class Engine {
     };
   }
 
-  private async makeReceipt(
+  private makeReceipt(
     op: Receipt['op'],
     model: StateModel,
     inputs: string[],
@@ -615,7 +542,7 @@ export class Engine {
     reused: number,
     prev: string | null,
   ): Promise<SignedReceipt> {
-    const r: Receipt = {
+    return signReceipt({
       op,
       model_fp: model.fingerprint,
       input_keys: inputs,
@@ -625,38 +552,7 @@ export class Engine {
       tokens_processed: processed,
       tokens_reused: reused,
       prev,
-    };
-    return signReceipt(r);
-  }
-
-  /** The receipt that made a state: kept in memory and in its manifest. */
-  private async record(key: string, receipt: SignedReceipt): Promise<void> {
-    this.receipts.set(key, receipt);
-    await this.store.setReceipt(key, receipt);
-  }
-
-  private async receiptHash(key: string): Promise<string | null> {
-    return this.receipts.get(key)?.hash ?? (await this.store.getManifest(key))?.receipt ?? null;
-  }
-
-  /**
-   * blob_digest of a state: sha256 of the JSON list of the digests of its
-   * blocks as written when it was made (full 16-token blocks, then the tail).
-   * A tail may later be shared with a longer state's block (shared-tails.ts);
-   * the digest names the state's own cut, so it does not change when that happens.
-   */
-  private async digestOfState(m: Manifest): Promise<string> {
-    if (!m.blocks.some((b) => b.blobTokens !== undefined)) return blobDigest(m.blocks.map((b) => b.digest));
-    if (m.receiptJson) {
-      const r = JSON.parse(m.receiptJson) as Receipt;
-      if (r.output_key === m.key) return r.blob_digest;
-    }
-    // No receipt to read it from: recut the decoded state as it would be written.
-    const { state } = await this.store.getState(m.key);
-    if (m.codec !== 'fp32') return blobDigest(m.blocks.map((b) => b.digest));
-    const ds: string[] = [];
-    for (const blk of cutBlocks(state)) ds.push(await digestOf(bytesOf(blk.data)));
-    return blobDigest(ds);
+    });
   }
 }
 
@@ -665,13 +561,27 @@ interface Built {
   manifest: Manifest;
   reused: number;
   processed: number;
-  /** The stored state the computation started from, if one. */
-  prefixKey?: string;
   /** The state was already stored: nothing was computed or written. */
   existed: boolean;
   lookupMs: number;
   prefillMs: number;
   storeMs: number;
+  /** The receipt written with the state (null when nothing was written). */
+  receipt: SignedReceipt | null;
+}
+
+/**
+ * blob_digest of a stored state: as written with it; for a state written
+ * before manifests kept it, from the receipt that made it, else from its
+ * blocks' digests (the same list, when no tail of it was shared since).
+ */
+export async function stateDigest(m: Manifest): Promise<string> {
+  if (m.blobDigest) return m.blobDigest;
+  if (m.receiptJson) {
+    const r = JSON.parse(m.receiptJson) as Receipt;
+    if (r.output_key === m.key) return r.blob_digest;
+  }
+  return blobDigest(m.blocks.map((b) => b.digest));
 }
 
 function extendsTokens(longer: number[], shorter: number[]): boolean {
@@ -702,9 +612,4 @@ function progressOffset(ro: RunOptions, offset: number, total: number): RunOptio
     ...ro,
     onProgress: ro.onProgress ? (p) => ro.onProgress!({ done: offset + p.done, total }) : undefined,
   };
-}
-
-/** A Mamba state keeps its last logits (see ModelState.logits); a GPT-2 one recomputes them from one token. */
-function keepLogits(state: ModelState, logits: Float32Array): void {
-  if (state.arch === 'mamba') state.logits = logits;
 }

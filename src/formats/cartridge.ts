@@ -1,7 +1,7 @@
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StatecartError } from '../core/errors.ts';
 import { digestOf } from '../core/sha256.ts';
-import { stateKey } from '../core/state-key.ts';
-import type { ModelState, StateTensor } from '../models/types.ts';
+import { stateKey } from '../core/key-chain.ts';
+import { concatTokens, dimsAt, isSliceable, sliceTokens, type ModelState, type StateTensor, type TensorSpec } from '../core/state.ts';
 import { readSafetensors, safetensorsParts, type SafetensorsFile, type TensorInput } from './safetensors.ts';
 import { float16ToFloat32 } from './fp16.ts';
 import { checkDelta, codecs, decodeDelta, encodeDelta, isCodecName, peekCodec, type CodecName, type CodecParams } from './codecs.ts';
@@ -14,38 +14,31 @@ import { checkDelta, codecs, decodeDelta, encodeDelta, isCodecName, peekCodec, t
 
 export const CARTRIDGE_FORMAT = 'statecart/1';
 
-export type Arch = 'gpt2' | 'mamba';
 export type CartridgeCodec = CodecName | 'delta';
 
-/** The numbers that shape a state. GPT-2: head_dim, or n_embd from which it follows. */
-export interface CartridgeConfig {
-  n_layer: number;
-  n_head?: number;
-  head_dim?: number;
-  n_embd?: number;
-  d_inner?: number;
-  d_state?: number;
-  d_conv?: number;
-  [k: string]: number | string | undefined;
-}
+/** The model's numbers (its fingerprint's config), written into the file and checked on import. */
+export type CartridgeConfig = Record<string, number | string>;
 
 export interface BuildInput {
   modelId: string;
   /** Hex SHA-256 model fingerprint. */
   modelFp: string;
-  arch: Arch;
+  /** The architecture's name (metadata, compared on import). */
+  arch: string;
   config: CartridgeConfig;
+  /** The model's state tensors (names, dims, token axes): what the file must hold. */
+  specs: TensorSpec[];
   /** The whole state: tokens from the first, tensors over all of them. */
   state: ModelState;
   codec: CodecName;
-  /** kivi4: `residual` (default 16 for GPT-2, 0 for Mamba); `kind` follows the tensor name. */
+  /** kivi4: `residual` (default 16 for a sliceable state, 0 for a fixed-size one); `kind` follows the tensor name. */
   codecParams?: CodecParams;
   receipts?: unknown[];
   /**
-   * Makes a delta cartridge. GPT-2: only the KV of tokens after the parent's
-   * are stored (pass the whole child state, or tensors already cut to the
-   * new tokens). Mamba: each tensor is stored as a `delta` of `parent.state`'s,
-   * with `codec` inside.
+   * Makes a delta cartridge. A sliceable state (KV): only the tokens after the
+   * parent's are stored (pass the whole child state, or tensors already cut to
+   * the new tokens). A fixed-size state (SSM): each tensor is stored as a
+   * `delta` of `parent.state`'s, with `codec` inside.
    */
   parent?: { stateKey: string; tokens: number; state?: ModelState };
 }
@@ -53,8 +46,10 @@ export interface BuildInput {
 export interface ExpectedModel {
   modelFp: string;
   modelId: string;
-  arch: Arch;
+  arch: string;
   config: CartridgeConfig;
+  /** The model's state tensors (names, dims, token axes). */
+  specs: TensorSpec[];
   vocabSize: number;
   /** Most tokens a state may hold (GPT-2: n_positions; Mamba: Infinity). */
   maxTokens: number;
@@ -65,8 +60,9 @@ export interface CartridgeTensor {
   /** As stored: F32, F16 or U8 (codec bytes). */
   dtype: string;
   shape: number[];
-  /** The logical tensor's dims (for GPT-2 deltas the token axis counts new tokens only). */
+  /** The logical tensor's dims (for a sliceable delta the token axis counts new tokens only). */
   dims: number[];
+  tokenAxis?: number;
   /** The stored bytes (a view into the input), and their "sha256:" digest, checked. */
   bytes: Uint8Array;
   digest: string;
@@ -76,7 +72,7 @@ export interface ParsedCartridge {
   format: typeof CARTRIDGE_FORMAT;
   modelId: string;
   modelFp: string;
-  arch: Arch;
+  arch: string;
   config: Record<string, unknown>;
   /** Every token of the state, from the first (also for a delta). */
   tokens: number[];
@@ -89,8 +85,8 @@ export interface ParsedCartridge {
   metadata: Record<string, string>;
   tensors: CartridgeTensor[];
   /**
-   * Decoded tensors in layer order. GPT-2 delta: the new tokens' KV only.
-   * Mamba delta: null (needs the parent; use `resolveDelta`).
+   * Decoded tensors in layer order. A sliceable delta: the new tokens only.
+   * A fixed-size delta: null (needs the parent; use `resolveDelta`).
    */
   decoded: StateTensor[] | null;
   /** The state, ready to use; null for a delta (use `resolveDelta`). */
@@ -100,68 +96,19 @@ export interface ParsedCartridge {
 const HEX64 = /^[0-9a-f]{64}$/;
 const KEY = /^sha256:[0-9a-f]{64}$/;
 
-const invalid = (msg: string, details: Record<string, unknown> = {}): InvalidCartridge => new InvalidCartridge(`Invalid cartridge: ${msg}`, details);
+const invalid = (msg: string, details: Record<string, unknown> = {}): InvalidCartridge => new InvalidCartridge(msg, details);
 
 // ---------------------------------------------------------------- shapes
 
-interface Dims {
-  n_layer: number;
-  n_head: number;
-  head_dim: number;
-  d_inner: number;
-  d_state: number;
-  d_conv: number;
-}
-
-function dimsOf(arch: Arch, c: CartridgeConfig, err: (m: string) => Error): Dims {
-  const num = (k: string, v: unknown): number => {
-    if (!Number.isSafeInteger(v) || (v as number) <= 0) throw err(`config.${k} must be a positive integer, got ${JSON.stringify(v)}`);
-    return v as number;
-  };
-  if (!c || typeof c !== 'object') throw err('config is missing');
-  const n_layer = num('n_layer', c.n_layer);
-  if (arch === 'gpt2') {
-    const n_head = num('n_head', c.n_head);
-    const head_dim = c.head_dim !== undefined ? num('head_dim', c.head_dim) : num('n_embd', c.n_embd) / n_head;
-    if (!Number.isSafeInteger(head_dim) || head_dim <= 0) throw err(`config.n_embd ${c.n_embd} is not a multiple of n_head ${n_head}`);
-    return { n_layer, n_head, head_dim, d_inner: 0, d_state: 0, d_conv: 0 };
-  }
-  return { n_layer, n_head: 0, head_dim: 0, d_inner: num('d_inner', c.d_inner), d_state: num('d_state', c.d_state), d_conv: num('d_conv', c.d_conv) };
-}
-
-/**
- * Tensor names and dims, in layer order. GPT-2: [n_head, tokens, head_dim];
- * Mamba: conv [d_inner, d_conv − 1] (the last d_conv − 1 inputs; the oldest
- * column of Hugging Face's cache is never read), ssm [d_inner, d_state].
- */
-export function expectedTensors(arch: Arch, config: CartridgeConfig, storedTokens: number): { name: string; dims: number[] }[] {
-  const d = dimsOf(arch, config, (m) => new InvalidInput(m));
-  const out: { name: string; dims: number[] }[] = [];
-  for (let l = 0; l < d.n_layer; l++) {
-    if (arch === 'gpt2') {
-      out.push({ name: `layers.${l}.key`, dims: [d.n_head, storedTokens, d.head_dim] });
-      out.push({ name: `layers.${l}.value`, dims: [d.n_head, storedTokens, d.head_dim] });
-    } else {
-      out.push({ name: `layers.${l}.conv`, dims: [d.d_inner, d.d_conv - 1] });
-      out.push({ name: `layers.${l}.ssm`, dims: [d.d_inner, d.d_state] });
-    }
-  }
-  return out;
+/** Tensor names and dims, in the model's order, for a file that stores `storedTokens` tokens of a sliceable state. */
+export function expectedTensors(specs: TensorSpec[], storedTokens: number): { name: string; dims: number[]; tokenAxis?: number }[] {
+  return specs.map((s) => ({ name: s.name, dims: dimsAt(s, storedTokens), ...(s.tokenAxis !== undefined ? { tokenAxis: s.tokenAxis } : {}) }));
 }
 
 const sameDims = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
 function kindOf(name: string): 'key' | 'value' {
   return name.endsWith('.key') ? 'key' : 'value';
-}
-
-/** GPT-2: the KV of tokens [from, T) of a [n_head, T, head_dim] tensor. */
-function sliceTokens(t: StateTensor, from: number): Float32Array {
-  const [h, T, d] = t.dims as [number, number, number];
-  const n = T - from;
-  const out = new Float32Array(h * n * d);
-  for (let i = 0; i < h; i++) out.set(t.data.subarray((i * T + from) * d, (i + 1) * T * d), i * n * d);
-  return out;
 }
 
 // ---------------------------------------------------------------- build
@@ -176,8 +123,8 @@ export interface BuiltCartridge {
 
 export async function buildCartridge(input: BuildInput): Promise<BuiltCartridge> {
   const { arch, state, codec } = input;
-  if (arch !== 'gpt2' && arch !== 'mamba') throw new InvalidInput(`arch must be "gpt2" or "mamba", got ${String(arch)}`);
-  if (state?.arch !== arch) throw new InvalidInput(`the state is ${state?.arch}, the model ${arch}`);
+  if (typeof arch !== 'string' || arch.length === 0) throw new InvalidInput("arch names the model's architecture");
+  const sliceable = isSliceable(input.specs ?? []);
   if (!HEX64.test(input.modelFp)) throw new InvalidInput('modelFp must be 64 lowercase hex digits');
   if (!isCodecName(codec)) throw new InvalidInput(`unknown codec "${String(codec)}" (known: ${Object.keys(codecs).join(', ')})`);
   const tokens = state.tokens;
@@ -194,25 +141,26 @@ export async function buildCartridge(input: BuildInput): Promise<BuiltCartridge>
     const pk = await stateKey(input.modelFp, tokens.slice(0, parentTokens));
     if (pk !== parent.stateKey)
       throw new InvalidInput(`parent.stateKey ${parent.stateKey} is not the key of this state's first ${parentTokens} tokens (${pk})`);
-    if (arch === 'mamba' && !parent.state) throw new InvalidInput('a Mamba delta cartridge needs parent.state');
+    if (!sliceable && !parent.state) throw new InvalidInput('a delta cartridge of a fixed-size state needs parent.state');
   }
-  const stored = arch === 'gpt2' ? tokens.length - parentTokens : 0;
-  const specs = expectedTensors(arch, input.config, stored);
+  const stored = sliceable ? tokens.length - parentTokens : 0;
+  const specs = expectedTensors(input.specs, stored);
   const byName = new Map(state.tensors.map((t) => [t.name, t]));
   if (byName.size !== specs.length || specs.some((s) => !byName.has(s.name))) {
-    throw new InvalidInput(`the state's tensors (${[...byName.keys()].join(', ')}) are not the ${specs.length} the config implies`);
+    throw new InvalidInput(`the state's tensors (${[...byName.keys()].join(', ')}) are not the ${specs.length} the model has`);
   }
   const parentByName = new Map((parent?.state?.tensors ?? []).map((t) => [t.name, t]));
 
-  const residual = input.codecParams?.residual ?? (arch === 'gpt2' ? 16 : 0);
+  const residual = input.codecParams?.residual ?? (sliceable ? 16 : 0);
   const codecParams: Record<string, unknown> = codec === 'kivi4' ? { residual } : {};
-  const fileCodec: CartridgeCodec = arch === 'mamba' && parent ? 'delta' : codec;
+  const fileCodec: CartridgeCodec = !sliceable && parent ? 'delta' : codec;
   const tensors: TensorInput[] = [];
   const shapes: Record<string, number[]> = {};
   for (const spec of specs) {
     const t = byName.get(spec.name)!;
     let data = t.data;
-    if (arch === 'gpt2' && parentTokens > 0 && sameDims(t.dims, [spec.dims[0]!, tokens.length, spec.dims[2]!])) data = sliceTokens(t, parentTokens);
+    if (sliceable && parentTokens > 0 && sameDims(t.dims, dimsAt(spec, tokens.length)))
+      data = sliceTokens({ ...t, tokenAxis: spec.tokenAxis }, parentTokens, tokens.length);
     else if (!sameDims(t.dims, spec.dims)) throw new InvalidInput(`tensor ${spec.name} has dims [${t.dims.join(', ')}], expected [${spec.dims.join(', ')}]`);
     if (data.length !== spec.dims.reduce((a, b) => a * b, 1))
       throw new InvalidInput(`tensor ${spec.name} has ${data.length} elements for dims [${spec.dims.join(', ')}]`);
@@ -331,22 +279,26 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   const modelFp = stringField(meta, 'model_fp');
   const arch = stringField(meta, 'arch');
   if (!HEX64.test(modelFp)) throw invalid('metadata "model_fp" must be 64 lowercase hex digits');
-  if (arch !== 'gpt2' && arch !== 'mamba') throw invalid(`metadata "arch" is "${arch.slice(0, 40)}"; expected "gpt2" or "mamba"`);
   if (arch !== expect.arch || modelFp !== expect.modelFp) {
-    throw new ModelMismatch(
-      `This cartridge holds a state of model "${modelId.slice(0, 80)}" (${arch}, fingerprint ${short(modelFp)}), but the loaded model is "${expect.modelId}" (${expect.arch}, fingerprint ${short(expect.modelFp)}). Load the cartridge's model, or recreate the state on this one.`,
-      { cartridgeModelId: modelId, cartridgeModelFp: modelFp, expectedModelId: expect.modelId, expectedModelFp: expect.modelFp },
-    );
+    throw new ModelMismatch({
+      kind: 'cartridge',
+      cartridgeModelId: modelId.slice(0, 80),
+      cartridgeArch: arch.slice(0, 40),
+      cartridgeFp: modelFp,
+      loadedModelId: expect.modelId,
+      loadedArch: expect.arch,
+      loadedFp: expect.modelFp,
+    });
   }
+  const sliceable = isSliceable(expect.specs);
 
   const config = jsonField(meta, 'config', isObject, 'a JSON object');
-  const want = dimsOf(arch, expect.config, (m) => new InvalidInput(`expected model: ${m}`));
-  const got = dimsOf(arch, config as CartridgeConfig, (m) => invalid(`metadata "config": ${m}`));
-  for (const k of Object.keys(want) as (keyof Dims)[]) {
-    if (want[k] !== got[k])
-      throw invalid(`metadata "config" says ${k} = ${got[k]} but the model has ${want[k]}, although the fingerprints match — the file was edited`, {
-        field: k,
-      });
+  for (const [k, want] of Object.entries(expect.config)) {
+    if (config[k] !== want)
+      throw invalid(
+        `metadata "config" says ${k} = ${JSON.stringify(config[k])} but the model has ${JSON.stringify(want)}, although the fingerprints match — the file was edited`,
+        { field: k },
+      );
   }
 
   const tokens = jsonField(meta, 'tokens', isArray, 'a JSON array of token ids');
@@ -381,8 +333,9 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
       throw invalid(`metadata "parent_tokens" is "${pt.slice(0, 20)}"; it must be an integer from 1 to ${ids.length - 1}`);
     parent = { stateKey: pk, tokens: Number(pt) };
   }
-  if (codec === 'delta' && (arch !== 'mamba' || !parent)) throw invalid('codec "delta" is only for Mamba delta cartridges (with a parent)');
-  if (arch === 'mamba' && parent && codec !== 'delta') throw invalid('a Mamba cartridge with a parent must use codec "delta"');
+  if (codec === 'delta' && (sliceable || !parent))
+    throw invalid('codec "delta" is only for delta cartridges (with a parent) of fixed-size states such as Mamba\'s');
+  if (!sliceable && parent && codec !== 'delta') throw invalid('a delta cartridge of a fixed-size state (Mamba) must use codec "delta"');
   let inner: CodecName | null = null;
   if (codec === 'delta') {
     const i = codecParams.inner;
@@ -391,14 +344,14 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   }
 
   // The tensor set and each tensor's dtype and shape.
-  const stored = arch === 'gpt2' ? ids.length - (parent?.tokens ?? 0) : 0;
-  const specs = expectedTensors(arch, expect.config, stored);
+  const stored = sliceable ? ids.length - (parent?.tokens ?? 0) : 0;
+  const specs = expectedTensors(expect.specs, stored);
   const packed = codec !== 'fp32' && codec !== 'fp16';
   const shapes = packed ? jsonField(meta, 'shapes', isObject, 'a JSON object of tensor name → dims') : {};
   for (const name of file.tensors.keys()) {
     if (!specs.some((s) => s.name === name))
       throw invalid(
-        `unexpected tensor "${name.slice(0, 80)}"; a ${arch} cartridge with ${specs.length / 2} layers holds ${specs[0]?.name} … ${specs[specs.length - 1]?.name}`,
+        `unexpected tensor "${name.slice(0, 80)}"; a cartridge of ${expect.modelId} holds ${specs.length} tensors, ${specs[0]?.name} … ${specs[specs.length - 1]?.name}`,
         { tensor: name },
       );
   }
@@ -424,7 +377,15 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
     }
     const d = digests[spec.name];
     if (typeof d !== 'string' || !KEY.test(d)) throw invalid(`metadata "digests" has no "sha256:…" digest for "${spec.name}"`, { tensor: spec.name });
-    tensors.push({ name: spec.name, dtype, shape: e.shape, dims: spec.dims, bytes: e.bytes, digest: d });
+    tensors.push({
+      name: spec.name,
+      dtype,
+      shape: e.shape,
+      dims: spec.dims,
+      ...(spec.tokenAxis !== undefined ? { tokenAxis: spec.tokenAxis } : {}),
+      bytes: e.bytes,
+      digest: d,
+    });
   }
   if (Object.keys(digests).length !== specs.length)
     throw invalid(`metadata "digests" lists ${Object.keys(digests).length} tensors; the file has ${specs.length}`);
@@ -451,9 +412,10 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   let decoded: StateTensor[] | null = [];
   for (const t of tensors) {
     try {
-      if (codec === 'fp32') decoded.push({ name: t.name, dims: t.dims, data: new Float32Array(t.bytes.slice().buffer) });
+      const spec = { name: t.name, dims: t.dims, ...(t.tokenAxis !== undefined ? { tokenAxis: t.tokenAxis } : {}) };
+      if (codec === 'fp32') decoded.push({ ...spec, data: new Float32Array(t.bytes.slice().buffer) });
       else if (codec === 'fp16') {
-        decoded.push({ name: t.name, dims: t.dims, data: float16ToFloat32(new Uint16Array(t.bytes.slice().buffer)) });
+        decoded.push({ ...spec, data: float16ToFloat32(new Uint16Array(t.bytes.slice().buffer)) });
       } else if (codec === 'delta') {
         const c = checkDelta(t.bytes);
         if (c.inner !== inner) throw invalid(`tensor "${t.name}" is a delta over ${c.inner}, metadata says ${inner}`);
@@ -463,7 +425,7 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
         if (p.codec !== codec) throw invalid(`tensor "${t.name}" is encoded with ${p.codec}, metadata says ${codec}`, { tensor: t.name });
         const dec = codecs[codec].decode(t.bytes);
         if (!sameDims(dec.dims, t.dims)) throw invalid(`tensor "${t.name}" decodes to dims [${dec.dims.join(', ')}], expected [${t.dims.join(', ')}]`);
-        decoded.push({ name: t.name, dims: t.dims, data: dec.data });
+        decoded.push({ ...spec, data: dec.data });
       }
     } catch (e) {
       if (e instanceof InvalidCartridge) throw e;
@@ -488,7 +450,7 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
     metadata: meta,
     tensors,
     decoded,
-    state: parent || !decoded ? null : { arch, tokens: ids, tensors: decoded },
+    state: parent || !decoded ? null : { tokens: ids, tensors: decoded },
   };
 }
 
@@ -502,29 +464,31 @@ export function resolveDelta(parsed: ParsedCartridge, parent: ModelState): Model
     return parsed.state;
   }
   const p = parsed.parent;
-  if (!parent || parent.arch !== parsed.arch || parent.tokens.length !== p.tokens || parent.tokens.some((t, i) => t !== parsed.tokens[i])) {
-    throw new MissingParent(`this cartridge continues state ${p.stateKey} (${p.tokens} tokens); the state given is not it`, { parentStateKey: p.stateKey });
+  if (!parent || parent.tokens.length !== p.tokens || parent.tokens.some((t, i) => t !== parsed.tokens[i])) {
+    throw new MissingParent({
+      kind: 'decode',
+      problem: `this cartridge continues state ${p.stateKey} (${p.tokens} tokens); the state given is not it`,
+      parentStateKey: p.stateKey,
+    });
   }
   const parentByName = new Map(parent.tensors.map((t) => [t.name, t]));
   const tensors: StateTensor[] = [];
   for (const t of parsed.tensors) {
     const pt = parentByName.get(t.name);
-    if (!pt) throw new MissingParent(`the parent state has no tensor ${t.name}`, { parentStateKey: p.stateKey });
-    if (parsed.arch === 'mamba') {
+    if (!pt) throw new MissingParent({ kind: 'decode', problem: `the parent state has no tensor ${t.name}`, parentStateKey: p.stateKey });
+    if (parsed.codec === 'delta') {
       tensors.push({ name: t.name, dims: t.dims, data: decodeDelta(t.bytes, pt).data });
       continue;
     }
     const suffix = parsed.decoded!.find((d) => d.name === t.name)!;
-    const [h, n, d] = suffix.dims as [number, number, number];
-    if (!sameDims(pt.dims, [h, p.tokens, d]))
-      throw new MissingParent(`the parent's ${t.name} has dims [${pt.dims.join(', ')}], expected [${h}, ${p.tokens}, ${d}]`);
-    const T = p.tokens + n;
-    const data = new Float32Array(h * T * d);
-    for (let i = 0; i < h; i++) {
-      data.set(pt.data.subarray(i * p.tokens * d, (i + 1) * p.tokens * d), i * T * d);
-      data.set(suffix.data.subarray(i * n * d, (i + 1) * n * d), (i * T + p.tokens) * d);
-    }
-    tensors.push({ name: t.name, dims: [h, T, d], data });
+    const want = dimsAt(suffix, p.tokens);
+    if (!sameDims(pt.dims, want))
+      throw new MissingParent({
+        kind: 'decode',
+        problem: `the parent's ${t.name} has dims [${pt.dims.join(', ')}], expected [${want.join(', ')}]`,
+        parentStateKey: p.stateKey,
+      });
+    tensors.push(concatTokens([{ ...pt, tokenAxis: suffix.tokenAxis }, suffix]));
   }
-  return { arch: parsed.arch, tokens: [...parsed.tokens], tensors };
+  return { tokens: [...parsed.tokens], tensors };
 }

@@ -91,7 +91,7 @@ export interface CodecHeader {
   off: number;
 }
 
-const corrupt = (msg: string): CorruptBlob => new CorruptBlob(`encoded state tensor: ${msg}`);
+const corrupt = (msg: string): CorruptBlob => new CorruptBlob({ problem: `encoded state tensor: ${msg}` });
 
 /** Reads and checks the header only. */
 export function readCodecHeader(bytes: Uint8Array): CodecHeader {
@@ -486,7 +486,7 @@ export function getCodec(name: string): Codec {
 export function decodeAny(bytes: Uint8Array, parent?: Tensor): Tensor {
   const h = readCodecHeader(bytes);
   if (h.name === 'delta') {
-    if (!parent) throw new MissingParent('this tensor is a delta from a parent state; decode it with the parent');
+    if (!parent) throw new MissingParent({ kind: 'decode', problem: 'this tensor is a delta from a parent state; decode it with the parent' });
     return decodeDelta(bytes, parent);
   }
   return codecs[h.name].decode(bytes);
@@ -588,10 +588,16 @@ export function decodeDelta(bytes: Uint8Array, parent: Tensor): Tensor {
     parent.dims.length !== h.dims.length ||
     parent.dims.some((d, i) => d !== h.dims[i])
   ) {
-    throw new MissingParent(`delta: the parent given has dims [${parent?.dims?.join(', ')}], the delta was made from [${h.dims.join(', ')}]`);
+    throw new MissingParent({
+      kind: 'decode',
+      problem: `delta: the parent given has dims [${parent?.dims?.join(', ')}], the delta was made from [${h.dims.join(', ')}]`,
+    });
   }
   if (hashBits(parent.data) !== hash) {
-    throw new MissingParent('delta: the parent given is not the state this delta was made from (its bits hash differently); find the parent state it names');
+    throw new MissingParent({
+      kind: 'decode',
+      problem: 'delta: the parent given is not the state this delta was made from (its bits hash differently); find the parent state it names',
+    });
   }
   const inner = checkDelta(bytes).diff;
   const out = new Float32Array(h.n);

@@ -1,6 +1,7 @@
 import * as Comlink from 'comlink';
-import { DEVICE_LOST, type WorkerApi } from '../worker/api.ts';
-import { WorkerCrashed, reviveError } from '../core/errors.ts';
+import { DEVICE_LOST } from '../worker/device-lost.ts';
+import type { WorkerHandler } from '../worker/handler.ts';
+import { WorkerCrashed } from '../core/errors.ts';
 
 export interface SupervisorOptions {
   /** How often the worker is pinged (ms). */
@@ -20,7 +21,7 @@ export interface SupervisorOptions {
  */
 export class WorkerSupervisor {
   worker!: Worker;
-  remote!: Comlink.Remote<WorkerApi>;
+  remote!: Comlink.Remote<WorkerHandler>;
   restarts = 0;
   /** Set when the last crash was a lost WebGPU device: setup should fall back to WASM. */
   deviceLost = false;
@@ -32,7 +33,7 @@ export class WorkerSupervisor {
 
   constructor(
     private make: () => Worker,
-    private setup: (remote: Comlink.Remote<WorkerApi>, sup: WorkerSupervisor) => Promise<void>,
+    private setup: (remote: Comlink.Remote<WorkerHandler>, sup: WorkerSupervisor) => Promise<void>,
     private opts: SupervisorOptions = {},
   ) {}
 
@@ -46,7 +47,7 @@ export class WorkerSupervisor {
   private spawn(): void {
     const w = this.make();
     this.worker = w;
-    this.remote = Comlink.wrap<WorkerApi>(w);
+    this.remote = Comlink.wrap<WorkerHandler>(w);
     w.addEventListener('error', (ev) => {
       ev.preventDefault?.();
       this.crash(`the worker stopped with an error: ${(ev as ErrorEvent).message || 'unknown error'}`);
@@ -82,7 +83,7 @@ export class WorkerSupervisor {
   }
 
   /** Runs one call on the current worker; rejects with WorkerCrashed if that worker dies first. */
-  async run<T>(fn: (remote: Comlink.Remote<WorkerApi>) => Promise<T>): Promise<T> {
+  async run<T>(fn: (remote: Comlink.Remote<WorkerHandler>) => Promise<T>): Promise<T> {
     await this.ready.catch(() => undefined);
     return new Promise<T>((resolve, reject) => {
       const fail = (e: Error) => reject(e);
@@ -94,8 +95,8 @@ export class WorkerSupervisor {
         },
         (e) => {
           this.pending.delete(fail);
-          const err = e as { name?: string; message?: string };
-          reject(reviveError({ name: err?.name ?? 'Error', message: err?.message ?? String(e) }));
+          // Typed errors arrive revived (src/worker/wire.ts); anything else as it came.
+          reject(e);
         },
       );
     });
@@ -106,7 +107,7 @@ export class WorkerSupervisor {
     if (this.closed) return;
     const old = this.worker;
     this.pingSince = 0;
-    const err = new WorkerCrashed(`The statecart worker was restarted: ${reason}. The request was not completed and wrote nothing; try it again.`);
+    const err = new WorkerCrashed({ reason });
     for (const fail of this.pending) fail(err);
     this.pending.clear();
     try {

@@ -1,8 +1,8 @@
 import { AutoModelForCausalLM, AutoTokenizer, DynamicCache, Tensor } from '@huggingface/transformers';
-import type { Device, ModelState, RunOptions, StateModel, StateTensor } from './types.ts';
+import { prefillByRun, type Device, type ModelRun, type ModelState, type RunOptions, type StateModel, type StateTensor } from './types.ts';
 import { modelFingerprint, type ModelIdentity } from '../core/model-fingerprint.ts';
 import { sha256Hex } from '../core/sha256.ts';
-import { Aborted, ContextOverflow, throwIfAborted } from '../core/errors.ts';
+import { ContextOverflow, InvalidInput, throwIfAborted } from '../core/errors.ts';
 
 export interface Gpt2Config {
   n_layer: number;
@@ -74,7 +74,8 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
   const emptyState = (): StateTensor[] => {
     const out: StateTensor[] = [];
     for (let l = 0; l < config.n_layer; l++) {
-      for (const kind of ['key', 'value']) out.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, 0, headDim], data: new Float32Array(0) });
+      for (const kind of ['key', 'value'])
+        out.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, 0, headDim], tokenAxis: 1, data: new Float32Array(0) });
     }
     return out;
   };
@@ -118,11 +119,46 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
         const data = await readTensor(t);
         // Outputs are fresh arrays copied out of the WASM heap (or the GPU): no copy
         // is needed, and one here cost a whole KV cache per generated token.
-        present.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, pastLen + L, headDim], data });
+        present.push({ name: `layers.${l}.${kind}`, dims: [config.n_head, pastLen + L, headDim], tokenAxis: 1, data });
       }
     }
     for (const t of Object.values(out)) (t as AnyTensor).dispose?.();
     return { logits, present };
+  }
+
+  /** A run keeps the whole KV cache as arrays and feeds it back each call (see docs/DESIGN.md on what this costs). */
+  function open(from?: ModelState): ModelRun {
+    const tokens = [...(from?.tokens ?? [])];
+    let past = from ? from.tensors : emptyState();
+    return {
+      tokens,
+      async feed(ids: number[], ro: RunOptions = {}) {
+        if (ids.length === 0) throw new InvalidInput('a run needs at least one new token');
+        if (tokens.length + ids.length > config.n_positions) {
+          throw new ContextOverflow({ modelId: opts.modelId, limit: config.n_positions, wanted: tokens.length + ids.length });
+        }
+        let logits: Float32Array = new Float32Array(0);
+        for (let i = 0; i < ids.length; i += PREFILL_CHUNK) {
+          throwIfAborted(ro.signal);
+          const r = await forward(ids.slice(i, i + PREFILL_CHUNK), past);
+          past = r.present;
+          logits = r.logits;
+          ro.onProgress?.({ done: Math.min(i + PREFILL_CHUNK, ids.length), total: ids.length });
+          // A cancel arrives as a message: without a macrotask turn between chunks
+          // a worker would only see it after the whole prefill.
+          if (ro.signal && i + PREFILL_CHUNK < ids.length) await new Promise((r) => setTimeout(r, 0));
+        }
+        throwIfAborted(ro.signal);
+        tokens.push(...ids);
+        return logits;
+      },
+      async state() {
+        return { tokens: [...tokens], tensors: past };
+      },
+      close() {
+        past = emptyState();
+      },
+    };
   }
 
   const m: StateModel = {
@@ -135,37 +171,17 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
     deviceReason: opts.deviceReason ?? '',
     maxTokens: config.n_positions,
     vocabSize: config.vocab_size,
-    stateSpecs: emptyState().map((t) => ({ name: t.name, dims: t.dims })),
+    stateSpecs: emptyState().map((t) => ({ name: t.name, dims: t.dims, tokenAxis: 1 })),
+    sliceable: true,
+    keepsLastLogits: false,
     async tokenize(text: string) {
       return Array.from((tokenizer as unknown as { encode: (t: string) => number[] }).encode(text));
     },
     decode(tokens: number[]) {
       return (tokenizer as unknown as { decode: (t: number[], o?: object) => string }).decode(tokens, { skip_special_tokens: false });
     },
-    async prefill(tokens: number[], from?: ModelState, ro: RunOptions = {}) {
-      if (tokens.length === 0) throw new RangeError('prefill needs at least one token');
-      const before = from?.tokens.length ?? 0;
-      if (before + tokens.length > config.n_positions) {
-        throw new ContextOverflow(
-          `GPT-2 holds at most ${config.n_positions} tokens; this would make ${before + tokens.length}. Use compact to fold the state into a shorter one first.`,
-          { limit: config.n_positions, wanted: before + tokens.length },
-        );
-      }
-      let past = from ? from.tensors : emptyState();
-      let logits: Float32Array = new Float32Array(0);
-      for (let i = 0; i < tokens.length; i += PREFILL_CHUNK) {
-        throwIfAborted(ro.signal);
-        const r = await forward(tokens.slice(i, i + PREFILL_CHUNK), past);
-        past = r.present;
-        logits = r.logits;
-        ro.onProgress?.({ done: Math.min(i + PREFILL_CHUNK, tokens.length), total: tokens.length });
-        // A cancel arrives as a message: without a macrotask turn between chunks
-        // a worker would only see it after the whole prefill.
-        if (ro.signal && i + PREFILL_CHUNK < tokens.length) await new Promise((r) => setTimeout(r, 0));
-      }
-      if (ro.signal?.aborted) throw new Aborted('The request was cancelled; nothing was written.');
-      return { state: { arch: 'gpt2', tokens: [...(from?.tokens ?? []), ...tokens], tensors: past }, logits };
-    },
+    open,
+    prefill: (tokens, from, ro) => prefillByRun(m, tokens, from, ro),
     async dispose() {
       await (model as unknown as { dispose: () => Promise<void> }).dispose();
     },

@@ -9,7 +9,7 @@
 // The three graphs share the weights file; each session still holds its own
 // copy in the runtime's heap (≈ 3 × 516 MB for mamba-130m).
 
-import type { Device, ModelState, RunOptions, StateModel, StateTensor } from './types.ts';
+import { prefillByRun, type Device, type ModelRun, type ModelState, type RunOptions, type StateModel, type StateTensor, type TensorSpec } from './types.ts';
 import type { ModelIdentity } from '../core/model-fingerprint.ts';
 import type { MambaDims } from './mamba-reference.ts';
 import { modelFingerprint } from '../core/model-fingerprint.ts';
@@ -78,13 +78,17 @@ const join = (base: string, path: string): string => (base.endsWith('/') ? base 
 async function defaultFetchBytes(url: string): Promise<Uint8Array> {
   const r = await fetch(url);
   if (!r.ok)
-    throw new ModelNotLoaded(`Could not fetch ${url} (HTTP ${r.status}); run \`npm run models\` to generate the model files.`, { url, status: r.status });
+    throw new ModelNotLoaded({
+      reason: `could not fetch ${url} (HTTP ${r.status}); run \`npm run models\` to generate the model files.`,
+      url,
+      status: r.status,
+    });
   return new Uint8Array(await r.arrayBuffer());
 }
 
 /** The state's tensor names and dims (no batch axis), in the order a cartridge lists them. */
-export function mambaStateSpec(c: MambaConfigJson): { name: string; dims: number[] }[] {
-  const out: { name: string; dims: number[] }[] = [];
+export function mambaStateSpec(c: MambaConfigJson): TensorSpec[] {
+  const out: TensorSpec[] = [];
   for (let l = 0; l < c.n_layer; l++) {
     out.push({ name: `layers.${l}.conv`, dims: [c.d_inner, c.d_conv - 1] });
     out.push({ name: `layers.${l}.ssm`, dims: [c.d_inner, c.d_state] });
@@ -93,11 +97,15 @@ export function mambaStateSpec(c: MambaConfigJson): { name: string; dims: number
 }
 
 export class MambaModel implements StateModel {
-  readonly arch = 'mamba' as const;
+  readonly arch = 'mamba';
   readonly maxTokens = Infinity;
+  /** A fixed-size state: it exists at the end of its text only. */
+  readonly sliceable = false;
+  /** So a request that adds no tokens needs no re-run of the whole text. */
+  readonly keepsLastLogits = true;
   readonly vocabSize: number;
   /** layers.N.conv [d_inner, d_conv-1], layers.N.ssm [d_inner, d_state]. */
-  readonly stateSpecs: { name: string; dims: number[] }[];
+  readonly stateSpecs: TensorSpec[];
   private readonly subchunk: number;
   private lastYield = 0;
 
@@ -128,16 +136,36 @@ export class MambaModel implements StateModel {
 
   /** A state of zeros (no tokens), the start of every sequence. */
   emptyState(): ModelState {
-    return { arch: 'mamba', tokens: [], tensors: this.stateSpecs.map((s) => ({ ...s, data: new Float32Array(s.dims[0]! * s.dims[1]!) })) };
+    return { tokens: [], tensors: this.stateSpecs.map((s) => ({ ...s, data: new Float32Array(s.dims[0]! * s.dims[1]!) })) };
   }
 
-  async prefill(tokens: number[], from?: ModelState, opts: RunOptions = {}): Promise<{ state: ModelState; logits: Float32Array }> {
+  /** The state is small (2.8 MB for the 130m shape): a run keeps it as arrays between calls. */
+  open(from?: ModelState): ModelRun {
+    let cur = from ?? this.emptyState();
+    const tokens = [...cur.tokens];
+    return {
+      tokens,
+      feed: async (ids, ro) => {
+        const r = await this.run(ids, cur, ro);
+        cur = r.state;
+        tokens.push(...ids);
+        return r.logits;
+      },
+      state: async () => cur,
+      close: () => undefined,
+    };
+  }
+
+  prefill(tokens: number[], from?: ModelState, opts?: RunOptions): Promise<{ state: ModelState; logits: Float32Array }> {
+    return prefillByRun(this, tokens, from, opts);
+  }
+
+  private async run(tokens: number[], start: ModelState, opts: RunOptions = {}): Promise<{ state: ModelState; logits: Float32Array }> {
     if (tokens.length === 0) throw new InvalidInput('prefill needs at least one new token.');
     for (const t of tokens) {
       if (!Number.isInteger(t) || t < 0 || t >= this.vocabSize)
         throw new InvalidInput(`token id ${t} is outside the vocabulary (0..${this.vocabSize - 1}).`, { token: t });
     }
-    const start = from ?? this.emptyState();
     let tensors = this.checkState(start);
     const c = this.config;
     const plan: [GraphKind, number][] = [];
@@ -177,7 +205,7 @@ export class MambaModel implements StateModel {
       done += n;
       opts.onProgress?.({ done, total: tokens.length });
     }
-    return { state: { arch: 'mamba', tokens: [...start.tokens, ...tokens], tensors }, logits: logits! };
+    return { state: { tokens: [...start.tokens, ...tokens], tensors }, logits: logits! };
   }
 
   async dispose(): Promise<void> {
@@ -186,14 +214,19 @@ export class MambaModel implements StateModel {
 
   /** The state's tensors in layer order, after checking names and sizes. */
   private checkState(s: ModelState): StateTensor[] {
-    if (s.arch !== 'mamba') throw new ModelMismatch(`A ${s.arch} state cannot continue on a Mamba model.`, { arch: s.arch });
     const spec = this.stateSpecs;
     const byName = new Map(s.tensors.map((t) => [t.name, t]));
     return spec.map((sp) => {
       const t = byName.get(sp.name);
       const n = sp.dims[0]! * sp.dims[1]!;
       if (!t || t.data.length !== n || t.dims.length !== 2 || t.dims[0] !== sp.dims[0] || t.dims[1] !== sp.dims[1]) {
-        throw new ModelMismatch(`State tensor ${sp.name} is missing or not [${sp.dims}] as ${this.id} needs.`, { tensor: sp.name });
+        throw new ModelMismatch({
+          kind: 'tensor',
+          modelId: this.id,
+          tensor: sp.name,
+          expected: `[${sp.dims.join(', ')}]`,
+          got: t ? `[${t.dims.join(', ')}]` : 'missing',
+        });
       }
       return t;
     });
@@ -210,8 +243,8 @@ function copyF32(t: OrtTensorLike): Float32Array {
 export async function createMambaModel(o: CreateMambaOptions): Promise<MambaModel> {
   const fetchBytes = o.fetchBytes ?? defaultFetchBytes;
   const meta = JSON.parse(new TextDecoder().decode(await fetchBytes(join(o.baseUrl, 'statecart.json')))) as MambaStatecartJson;
-  if (meta.arch !== 'mamba') throw new ModelMismatch(`${o.baseUrl} holds a ${meta.arch} model, not Mamba.`, { arch: meta.arch });
-  if (o.modelId !== undefined && meta.id !== o.modelId) throw new ModelMismatch(`${o.baseUrl} holds ${meta.id}, not ${o.modelId}.`, { id: meta.id });
+  if (meta.arch !== 'mamba') throw new ModelMismatch({ kind: 'files', url: o.baseUrl, holds: `a ${meta.arch} model`, wanted: 'a Mamba model' });
+  if (o.modelId !== undefined && meta.id !== o.modelId) throw new ModelMismatch({ kind: 'files', url: o.baseUrl, holds: meta.id, wanted: o.modelId });
   const files = meta.files ?? { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: 'onnx/weights.bin' };
   const [weights, tokenizerJson, prefill, tail, step] = await Promise.all(
     [files.weights, 'tokenizer.json', files.prefill, files.tail, files.step].map((f) => fetchBytes(join(o.baseUrl, f))),
@@ -219,10 +252,9 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
   if (o.verifyWeights ?? true) {
     const got = await sha256Hex(weights!);
     if (got !== meta.weights_sha256) {
-      throw new CorruptBlob(
-        `The weights of ${meta.id} do not match statecart.json (sha256 ${got.slice(0, 12)}…, expected ${meta.weights_sha256.slice(0, 12)}…); regenerate or re-download the model.`,
-        { got, expected: meta.weights_sha256 },
-      );
+      throw new CorruptBlob({
+        problem: `the weights of ${meta.id} do not match statecart.json (sha256 ${got.slice(0, 12)}…, expected ${meta.weights_sha256.slice(0, 12)}…); regenerate or re-download the model.`,
+      });
     }
   }
   const c = meta.config;
@@ -254,7 +286,7 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
     }
   } catch (e) {
     for (const s of Object.values(sessions)) await s.release();
-    throw new ModelNotLoaded(`Could not start ${meta.id} on ${dev.device}: ${e instanceof Error ? e.message : String(e)}`, { device: dev.device });
+    throw new ModelNotLoaded({ model: meta.id, reason: `it could not start on ${dev.device}: ${e instanceof Error ? e.message : String(e)}` });
   }
   return new MambaModel(meta.id, c, identity, fingerprint, dev.device, dev.adapter, dev.reason, o.ort, sessions, o.tokenizer);
 }

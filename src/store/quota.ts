@@ -1,4 +1,4 @@
-import type { Manifest } from './manifest.ts';
+import type { Manifest } from './records.ts';
 
 /**
  * Eviction: which states to drop so that the store fits a byte limit.

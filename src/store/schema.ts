@@ -89,3 +89,12 @@ function upgrade(db: IDBDatabase, tx: IDBTransaction, oldVersion: number): void 
     }
   }
 }
+
+/** Last-use times from the `use` store of a transaction that covers it. */
+export async function readUse(tx: IDBTransaction): Promise<Map<string, number>> {
+  const u = tx.objectStore(USE);
+  const [ks, vs] = await Promise.all([promisifyRequest(u.getAllKeys()), promisifyRequest(u.getAll() as IDBRequest<number[]>)]);
+  const out = new Map<string, number>();
+  ks.forEach((k, i) => out.set(String(k), vs[i]!));
+  return out;
+}

@@ -1,5 +1,5 @@
 import type { Health, ModelInfo, StateInfo } from '../lib/index.ts';
-import type { Client } from './optional-api.ts';
+import type { StatecartClient as Client } from '../lib/index.ts';
 
 export interface Snapshot {
   states: StateInfo[];

@@ -1,6 +1,5 @@
 import { app, onRefresh, onSelect, refresh, select } from './app.ts';
 import { $, el, errorText, fmtBytes, short } from './dom.ts';
-import { has, NOT_YET } from './optional-api.ts';
 
 /** What the store holds, to prove a refused cartridge changed nothing. */
 async function storeFingerprint(): Promise<{ keys: string; states: number; bytes: number }> {
@@ -35,13 +34,9 @@ function logEntry(name: string): { ok(text: string): void; fail(text: string): v
 
 export async function importOne(name: string, src: Uint8Array | Blob | string): Promise<void> {
   const log = logEntry(name);
-  if (!has(app.client, 'importCartridge')) {
-    log.fail(`importCartridge: ${NOT_YET}. Nothing was read or written.`);
-    return;
-  }
   const before = await storeFingerprint();
   try {
-    const r = await app.client.importCartridge(src);
+    const r = await app.client.importCartridge({ source: src });
     await refresh();
     log.ok(
       r.reused
@@ -66,11 +61,10 @@ async function download(): Promise<void> {
   const out = $('exportResult');
   const s = app.last?.states.find((x) => x.key === app.selected);
   if (!s) throw new Error('Select a state in the graph first.');
-  if (!has(app.client, 'exportCartridge')) throw new Error(`exportCartridge: ${NOT_YET}`);
   const delta = $<HTMLInputElement>('exportDelta').checked;
   if (delta && !s.parent) throw new Error('A base state has no parent: export it in full.');
   const codec = $<HTMLSelectElement>('exportCodec').value as 'fp32' | 'fp16' | 'int8' | 'kivi4';
-  const blob = await app.client.exportCartridge(s.key, { ...(delta ? { delta: s.parent! } : {}), codec });
+  const blob = await app.client.exportCartridge({ stateKey: s.key, ...(delta ? { delta: s.parent! } : {}), codec });
   const name = `statecart-${short(s.key)}${delta ? '-delta' : ''}-${codec}.safetensors`;
   const url = URL.createObjectURL(blob);
   const a = el('a', { href: url, download: name });
@@ -123,15 +117,11 @@ async function loadCatalog(): Promise<void> {
 function updateExport(): void {
   const s = app.last?.states.find((x) => x.key === app.selected);
   const btn = $<HTMLButtonElement>('exportBtn');
-  const available = has(app.client, 'exportCartridge');
-  btn.disabled = !s || !available;
+  btn.disabled = !s;
   $('exportTarget').textContent = s ? `${short(s.key)} · ${s.tokens} tokens · ${s.parent ? 'delta of ' + short(s.parent) : 'base'}` : 'no state selected';
   const d = $<HTMLInputElement>('exportDelta');
   d.disabled = !s?.parent;
   if (!s?.parent) d.checked = false;
-  $('cartridgeNote').textContent = [available ? '' : `export: ${NOT_YET}`, has(app.client, 'importCartridge') ? '' : `import: ${NOT_YET}`]
-    .filter(Boolean)
-    .join(' · ');
 }
 
 export function initCartridges(): void {

@@ -1,11 +1,11 @@
 import { createStatecart, type DeviceChoice, type StatecartClient } from '../lib/index.ts';
+import { testing, type DebugApi } from '../lib/testing.ts';
 import { app, refresh } from './app.ts';
 import { initBases } from './bases.ts';
 import { initCartridges, openLinkedCartridge } from './cartridges.ts';
 import { $, errorText } from './dom.ts';
 import { initGraph } from './graph.ts';
 import { initModelPicker, loadModel, setStatus } from './model-picker.ts';
-import type { Client } from './optional-api.ts';
 import { initSavings } from './savings.ts';
 import { initStateActions } from './state-actions.ts';
 import { initStorage } from './storage.ts';
@@ -14,6 +14,7 @@ declare global {
   interface Window {
     statecart?: StatecartClient;
     statecartReady?: Promise<StatecartClient>;
+    statecartTesting?: DebugApi;
   }
 }
 
@@ -29,8 +30,10 @@ initStorage();
 // the tests and embedding examples wait on it.
 window.statecartReady = (async () => {
   const client = await createStatecart({ device: $<HTMLSelectElement>('device').value as DeviceChoice });
-  app.client = client as Client;
+  app.client = client;
   window.statecart = client;
+  // The testing entry's hooks (fault injection, counters) for the browser tests; not in a built site.
+  if (import.meta.env.DEV) window.statecartTesting = testing(client);
   initCartridges();
   if (params.get('autoload') !== '0' && (await loadModel())) openLinkedCartridge();
   await refresh();

@@ -48,16 +48,18 @@ export async function loadModel(): Promise<boolean> {
   document.body.classList.remove('model-ready');
   try {
     const files = new Map<string, { loaded: number; total: number }>();
-    const info = await app.client.loadModel(id, {
-      device,
-      onProgress: (p) => {
-        files.set(p.file, p);
-        const loaded = [...files.values()].reduce((a, f) => a + f.loaded, 0);
-        const total = [...files.values()].reduce((a, f) => a + f.total, 0);
-        if (total) bar.value = loaded / total;
-        setStatus(`loading ${id}: ${p.file} ${fmtBytes(loaded)}${total ? ` of ${fmtBytes(total)}` : ''}`);
+    const info = await app.client.loadModel(
+      { model: id, device },
+      {
+        onProgress: (p) => {
+          files.set(p.file, p);
+          const loaded = [...files.values()].reduce((a, f) => a + f.loaded, 0);
+          const total = [...files.values()].reduce((a, f) => a + f.total, 0);
+          if (total) bar.value = loaded / total;
+          setStatus(`loading ${id}: ${p.file} ${fmtBytes(loaded)}${total ? ` of ${fmtBytes(total)}` : ''}`);
+        },
       },
-    });
+    );
     app.model = info;
     bar.value = 1;
     const h = await app.client.health();

@@ -74,11 +74,11 @@ export function recomputeOn(): boolean {
   return $<HTMLInputElement>('recompute').checked;
 }
 
-/** Prefills the whole context again with nothing cached (probe stores nothing), and times it. */
+/** Prefills the whole context again with nothing cached and nothing stored, and times it (wall time in the page). */
 async function timeRecompute(tokens: number[] | undefined): Promise<number | null> {
   if (!tokens || !recomputeOn()) return null;
   const t0 = performance.now();
-  await app.client.probe({ tokens });
+  await app.client.runUncached({ tokens });
   return performance.now() - t0;
 }
 
@@ -125,7 +125,7 @@ export async function continueFrom(
   sampling?: { temperature: number; seed: number },
 ): Promise<InferResult> {
   const parentTokens = app.tokensOf.get(stateKey);
-  const deltaTokens = parentTokens ? await app.client.tokenize(delta) : undefined;
+  const deltaTokens = parentTokens ? await app.client.tokenize({ text: delta }) : undefined;
   const r = await app.client.infer({ stateKey, delta, maxNewTokens, ...(sampling ? { sampling } : {}) });
   const context = parentTokens && deltaTokens ? [...parentTokens, ...deltaTokens] : undefined;
   if (context) app.tokensOf.set(r.newStateKey, [...context, ...r.outputTokens]);
@@ -139,7 +139,7 @@ export async function createBase(
   opts: { signal?: AbortSignal; onProgress?: (p: { done: number; total: number }) => void } = {},
 ): Promise<CreateStateResult> {
   const r = await app.client.createState({ text, ...(label ? { label } : {}) }, opts);
-  const tokens = await app.client.tokenize(text);
+  const tokens = await app.client.tokenize({ text });
   app.tokensOf.set(r.stateKey, tokens);
   await recordBase(r, tokens);
   return r;

@@ -1,7 +1,6 @@
 import type { StateInfo } from '../lib/index.ts';
 import { app, onRefresh, onSelect, refresh, select } from './app.ts';
 import { $, el, errorText, fmtBytes, fmtMs, setResult, short } from './dom.ts';
-import { has, NOT_YET } from './optional-api.ts';
 import { continueFrom } from './savings.ts';
 
 const current = (): StateInfo | undefined => app.last?.states.find((s) => s.key === app.selected);
@@ -39,15 +38,10 @@ function showInfo(s: StateInfo | undefined): void {
   );
   $('pin').textContent = s.pinned ? 'Unpin' : 'Pin';
   $('pin').setAttribute('aria-pressed', String(s.pinned));
-  const c = app.client;
   const merge = $<HTMLButtonElement>('merge');
-  const compact = $<HTMLButtonElement>('compact');
-  merge.disabled = !has(c, 'merge') || !s.parent;
-  merge.title = has(c, 'merge') ? (s.parent ? 'Fold the chain from its base into one standalone state' : 'A base has nothing to merge') : `merge: ${NOT_YET}`;
-  compact.disabled = !has(c, 'compact');
-  compact.title = has(c, 'compact') ? 'Re-prefill the kept part into a shorter state' : `compact: ${NOT_YET}`;
-  const missing = (['merge', 'compact', 'chooseCodec'] as const).filter((m) => !has(c, m));
-  $('optionalNote').textContent = missing.length ? `${missing.join(' and ')}: ${NOT_YET}.` : '';
+  merge.disabled = !s.parent;
+  merge.title = s.parent ? 'Fold the chain from its base into one standalone state' : 'A base has nothing to merge';
+  $<HTMLButtonElement>('compact').title = 'Re-prefill the kept part into a shorter state';
 }
 
 export function initStateActions(): void {
@@ -93,7 +87,6 @@ export function initStateActions(): void {
   // A branch is a sibling of the greedy continuation: same state, a seeded sample.
   run('branch', (s) => step(s, $<HTMLTextAreaElement>('delta').value, Math.max(1, maxNew()), { temperature: 1, seed: (Math.random() * 2 ** 31) >>> 0 }));
   run('merge', async (s) => {
-    if (!has(app.client, 'merge')) throw new Error(`merge: ${NOT_YET}`);
     const stateKeys = chainTo(s.key);
     const r = await app.client.merge({ stateKeys });
     await refresh();
@@ -104,7 +97,6 @@ export function initStateActions(): void {
     select(r.newStateKey);
   });
   run('compact', async (s) => {
-    if (!has(app.client, 'compact')) throw new Error(`compact: ${NOT_YET}`);
     const firstTokens = Math.max(0, Number($<HTMLInputElement>('keepFirst').value) || 0);
     const lastTokens = Math.max(0, Number($<HTMLInputElement>('keepLast').value) || 0);
     const r = await app.client.compact({ stateKey: s.key, keep: { firstTokens, lastTokens } });
@@ -116,9 +108,8 @@ export function initStateActions(): void {
     select(r.newStateKey);
   });
   run('chooseCodec', async (s) => {
-    if (!has(app.client, 'chooseCodec')) throw new Error(`chooseCodec: ${NOT_YET}`);
     const t0 = performance.now();
-    const r = await app.client.chooseCodec(s.key);
+    const r = await app.client.chooseCodec({ stateKey: s.key });
     const head = el('tr', {}, ...['codec', 'bytes', 'ratio', 'max logit err', 'KL max', 'greedy', 'verdict'].map((h) => el('th', { scope: 'col', text: h })));
     const rows = r.rows.map((row) =>
       el(
@@ -147,12 +138,12 @@ export function initStateActions(): void {
     setResult(out, `codec choice for ${short(s.key)}: ${r.choice}`);
   });
   run('pin', async (s) => {
-    await app.client.pinState(s.key, !s.pinned);
+    await app.client.pinState({ stateKey: s.key, pinned: !s.pinned });
     await refresh();
     setResult(out, `${short(s.key)} ${s.pinned ? 'unpinned' : 'pinned: eviction keeps it'}`);
   });
   run('delete', async (s) => {
-    const r = await app.client.deleteState(s.key);
+    const r = await app.client.deleteState({ stateKey: s.key });
     select(s.parent);
     await refresh();
     setResult(

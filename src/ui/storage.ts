@@ -1,6 +1,5 @@
 import { app, onRefresh, refresh, select, type Snapshot } from './app.ts';
 import { $, errorText, fmtBytes, setResult } from './dom.ts';
-import { has, NOT_YET } from './optional-api.ts';
 
 async function showQuota(snap: Snapshot): Promise<void> {
   const h = snap.health;
@@ -33,7 +32,6 @@ export function initStorage(): void {
   const out = $('storageResult');
   const policy = $<HTMLSelectElement>('codecPolicy');
   policy.onchange = async () => {
-    if (!has(app.client, 'setCodecPolicy')) return setResult(out, `setCodecPolicy: ${NOT_YET}`, true);
     try {
       await app.client.setCodecPolicy({ codec: policy.value as 'fp32' });
       setResult(
@@ -63,7 +61,7 @@ export function initStorage(): void {
       let bytes = 0;
       let n = 0;
       for (const s of states.filter((x) => !x.pinned)) {
-        const r = await app.client.deleteState(s.key);
+        const r = await app.client.deleteState({ stateKey: s.key });
         if (r.deleted) n++;
         bytes += r.bytesFreed;
       }

@@ -81,15 +81,15 @@ test.describe('cartridges: a state carried from one browser profile to another',
         const want = await sc.infer({ stateKey: base.stateKey, delta: ' And then', maxNewTokens: 10 });
         const child = await sc.infer({ stateKey: base.stateKey, delta: ' So', maxNewTokens: 5 });
         const wantChild = await sc.infer({ stateKey: child.newStateKey, delta: ' but', maxNewTokens: 8 });
-        const file = await sc.exportCartridge(base.stateKey);
-        const delta = await sc.exportCartridge(child.newStateKey, { delta: base.stateKey });
+        const file = await sc.exportCartridge({ stateKey: base.stateKey });
+        const delta = await sc.exportCartridge({ stateKey: child.newStateKey, delta: base.stateKey });
         const head = new Uint8Array(await delta.arrayBuffer());
         const n = new DataView(head.buffer).getUint32(0, true);
         const meta = JSON.parse(new TextDecoder().decode(head.subarray(8, 8 + n))).__metadata__ as Record<string, string>;
         return {
-          base: { key: base.stateKey, tokens: await sc.tokenize(t), file: await b64(file) },
+          base: { key: base.stateKey, tokens: await sc.tokenize({ text: t }), file: await b64(file) },
           child: { key: child.newStateKey, delta: await b64(delta) },
-          wantInput: [...(await sc.tokenize(t)), ...(await sc.tokenize(' And then'))],
+          wantInput: [...(await sc.tokenize({ text: t })), ...(await sc.tokenize({ text: ' And then' }))],
           want: want.outputTokens,
           wantChild: wantChild.outputTokens,
           parentTokens: meta.parent_tokens,
@@ -109,16 +109,16 @@ test.describe('cartridges: a state carried from one browser profile to another',
         const sc = window.statecart!;
         const bytes = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
         const before = await sc.listStates();
-        const missing = await sc.importCartridge(new Blob([bytes(x.child.delta)])).then(
+        const missing = await sc.importCartridge({ source: new Blob([bytes(x.child.delta)]) }).then(
           () => 'imported!',
           (e: Error) => `${e.name}: ${e.message}`,
         );
         // A URL (here a blob: URL of the page) goes through the worker's download path.
         const url = URL.createObjectURL(new Blob([bytes(x.base.file)]));
-        const base = await sc.importCartridge(url);
-        const again = await sc.importCartridge(bytes(x.base.file));
-        const child = await sc.importCartridge(new Blob([bytes(x.child.delta)]));
-        await sc.dropHot();
+        const base = await sc.importCartridge({ source: url });
+        const again = await sc.importCartridge({ source: bytes(x.base.file) });
+        const child = await sc.importCartridge({ source: new Blob([bytes(x.child.delta)]) });
+        await window.statecartTesting!.dropHot();
         const out = await sc.infer({ stateKey: x.base.key, delta: ' And then', maxNewTokens: 10 });
         const outChild = await sc.infer({ stateKey: x.child.key, delta: ' but', maxNewTokens: 8 });
         return { before: before.length, missing, base, again, child, out, outChild, states: (await sc.listStates()).length };
@@ -158,14 +158,14 @@ test.describe('cartridges: a state carried from one browser profile to another',
         const want = await sc.infer({ stateKey: base.stateKey, delta: ' And then', maxNewTokens: 8 });
         const child = await sc.infer({ stateKey: base.stateKey, delta: ' So', maxNewTokens: 4 });
         const wantChild = await sc.infer({ stateKey: child.newStateKey, delta: ' but', maxNewTokens: 8 });
-        const delta = await sc.exportCartridge(child.newStateKey, { delta: base.stateKey });
+        const delta = await sc.exportCartridge({ stateKey: child.newStateKey, delta: base.stateKey });
         const u = new Uint8Array(await delta.arrayBuffer());
         const n = new DataView(u.buffer).getUint32(0, true);
         const codec = (JSON.parse(new TextDecoder().decode(u.subarray(8, 8 + n))).__metadata__ as Record<string, string>).codec!;
         return {
           base: base.stateKey,
           child: child.newStateKey,
-          baseFile: await b64(await sc.exportCartridge(base.stateKey)),
+          baseFile: await b64(await sc.exportCartridge({ stateKey: base.stateKey })),
           delta: await b64(delta),
           want: want.outputTokens,
           wantChild: wantChild.outputTokens,
@@ -183,13 +183,13 @@ test.describe('cartridges: a state carried from one browser profile to another',
       const r = await b.page.evaluate(async (x) => {
         const sc = window.statecart!;
         const bytes = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-        const missing = await sc.importCartridge(bytes(x.delta)).then(
+        const missing = await sc.importCartridge({ source: bytes(x.delta) }).then(
           () => 'imported!',
           (e: Error) => e.name,
         );
-        const base = await sc.importCartridge(new Blob([bytes(x.baseFile)]));
-        const child = await sc.importCartridge(new Blob([bytes(x.delta)]));
-        await sc.dropHot();
+        const base = await sc.importCartridge({ source: new Blob([bytes(x.baseFile)]) });
+        const child = await sc.importCartridge({ source: new Blob([bytes(x.delta)]) });
+        await window.statecartTesting!.dropHot();
         const out = await sc.infer({ stateKey: x.base, delta: ' And then', maxNewTokens: 8 });
         const outChild = await sc.infer({ stateKey: x.child, delta: ' but', maxNewTokens: 8 });
         return { missing, base, child, out, outChild };
@@ -213,7 +213,7 @@ test.describe('cartridges: a state carried from one browser profile to another',
     expect(before).toContain('bytes:');
     const errors = await page.evaluate(async (k) => {
       const sc = window.statecart!;
-      const good = new Uint8Array(await (await sc.exportCartridge(k)).arrayBuffer());
+      const good = new Uint8Array(await (await sc.exportCartridge({ stateKey: k })).arrayBuffer());
       const flip = (at: number) => {
         const c = good.slice();
         c[at]! ^= 0x10;
@@ -239,7 +239,7 @@ test.describe('cartridges: a state carried from one browser profile to another',
       ];
       const out: Record<string, string> = {};
       for (const [what, data] of tries) {
-        out[what] = await sc.importCartridge(data).then(
+        out[what] = await sc.importCartridge({ source: data }).then(
           () => 'imported!',
           (e: Error) => `${e.name}: ${e.message}`,
         );

@@ -6,23 +6,23 @@ test.describe('codecs in the browser: an int8 state in IndexedDB', () => {
     await openPage(page);
     const r = await page.evaluate(async (text) => {
       const sc = window.statecart!;
-      const tokens = await sc.tokenize(text);
+      const tokens = await sc.tokenize({ text: text });
       // The same text stored as fp32 first, for comparison.
       const f = await sc.createState({ text });
-      const fp32Info = await sc.getState(f.stateKey);
-      const fp32Logits = Array.from(await sc.probe({ tokens: [11], stateKey: f.stateKey }));
-      const table = await sc.chooseCodec(f.stateKey, { maxLogitError: 0, greedyTokens: 8 });
+      const fp32Info = await sc.getState({ stateKey: f.stateKey });
+      const fp32Logits = Array.from(await window.statecartTesting!.probe({ tokens: [11], stateKey: f.stateKey }));
+      const table = await sc.chooseCodec({ stateKey: f.stateKey, constraints: { maxLogitError: 0, greedyTokens: 8 } });
       await sc.clearStore();
 
       await sc.setCodecPolicy({ codec: 'int8' });
       const a = await sc.createState({ text });
-      const info = await sc.getState(a.stateKey);
+      const info = await sc.getState({ stateKey: a.stateKey });
       const hot = await sc.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 8 });
-      await sc.dropHot();
-      const int8Logits = Array.from(await sc.probe({ tokens: [11], stateKey: a.stateKey }));
-      await sc.dropHot();
+      await window.statecartTesting!.dropHot();
+      const int8Logits = Array.from(await window.statecartTesting!.probe({ tokens: [11], stateKey: a.stateKey }));
+      await window.statecartTesting!.dropHot();
       const cold = await sc.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 8 });
-      const verify = await sc.verifyState(a.stateKey);
+      const verify = await sc.verifyState({ stateKey: a.stateKey });
 
       // Flip one byte of one int8 blob, behind the store's back.
       const flipped = await new Promise<string>((resolve, reject) => {
@@ -46,9 +46,9 @@ test.describe('codecs in the browser: an int8 state in IndexedDB', () => {
           tx.onerror = () => reject(tx.error);
         };
       });
-      await sc.dropHot();
-      const verifyBad = await sc.verifyState(a.stateKey);
-      const probeErr = await sc.probe({ tokens: [11], stateKey: a.stateKey }).then(
+      await window.statecartTesting!.dropHot();
+      const verifyBad = await sc.verifyState({ stateKey: a.stateKey });
+      const probeErr = await window.statecartTesting!.probe({ tokens: [11], stateKey: a.stateKey }).then(
         () => 'served!',
         (e: Error) => e.name,
       );

@@ -11,10 +11,10 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
     const ids = await page.evaluate(async () => {
       const sc = window.statecart!;
       return {
-        hello: await sc.tokenize('Hello world'),
-        the: await sc.tokenize(' the'),
-        eot: await sc.tokenize('<|endoftext|>'),
-        round: await sc.decode(await sc.tokenize('Grüße, 世界! 🙂')),
+        hello: await sc.tokenize({ text: 'Hello world' }),
+        the: await sc.tokenize({ text: ' the' }),
+        eot: await sc.tokenize({ text: '<|endoftext|>' }),
+        round: await sc.decode({ tokens: await sc.tokenize({ text: 'Grüße, 世界! 🙂' }) }),
       };
     });
     expect(ids.hello).toEqual([15496, 995]);
@@ -36,7 +36,7 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
         Array.from({ length: 140 }, (_, i) => (i * 7919 + 13) % 50257),
       ];
       for (const tokens of prompts) {
-        const got = await page.evaluate(async (t) => Array.from(await window.statecart!.probe({ tokens: t })), tokens);
+        const got = await page.evaluate(async (t) => Array.from(await window.statecartTesting!.probe({ tokens: t })), tokens);
         const want = referenceLogits(tokens);
         const d = maxAbsDiff(got, want);
         expect(d, `max abs logit difference for ${tokens.length} tokens on ${device}`).toBeLessThanOrEqual(1e-4);
@@ -51,8 +51,8 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
     const r = await page.evaluate(
       async ({ base, delta }) => {
         const sc = window.statecart!;
-        const baseTokens = await sc.tokenize(base);
-        const deltaTokens = await sc.tokenize(delta);
+        const baseTokens = await sc.tokenize({ text: base });
+        const deltaTokens = await sc.tokenize({ text: delta });
         const a = await sc.createState({ text: base });
         const b = await sc.infer({ stateKey: a.stateKey, delta, maxNewTokens: 12 });
         // The same request with nothing cached: a fresh store, the whole text at once.
@@ -90,7 +90,7 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
       await openPage(page, { clear: false });
       const afterReload = await page.evaluate(async (k) => {
         const sc = window.statecart!;
-        const info = await sc.getState(k);
+        const info = await sc.getState({ stateKey: k });
         const r = await sc.infer({ stateKey: k, delta: ' And', maxNewTokens: 4 });
         return { info, r, health: await sc.health() };
       }, a.stateKey);
@@ -148,15 +148,15 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
           tx.onerror = () => reject(tx.error);
         };
       });
-      await sc.dropHot();
-      const verify = await sc.verifyState(a.stateKey);
-      const probeErr = await sc.probe({ tokens: [11], stateKey: a.stateKey }).then(
+      await window.statecartTesting!.dropHot();
+      const verify = await sc.verifyState({ stateKey: a.stateKey });
+      const probeErr = await window.statecartTesting!.probe({ tokens: [11], stateKey: a.stateKey }).then(
         () => 'served!',
         (e: Error) => e.name,
       );
       // infer does not serve the damaged block: it recomputes from the tokens.
       const again = await sc.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 6 });
-      const verifyAfter = await sc.verifyState(a.stateKey);
+      const verifyAfter = await sc.verifyState({ stateKey: a.stateKey });
       return { flipped, verify, probeErr, clean, again, verifyAfter };
     }, LOREM.repeat(2));
     expect(r.flipped).toMatch(/^b:/);

@@ -4,11 +4,14 @@ import type { Page } from '@playwright/test';
 import { seededGpt2Weights } from '../../src/models/gpt2-weights.ts';
 import { gpt2Forward, type GPT2Weights } from '../../src/models/gpt2-reference.ts';
 import type { StatecartClient } from '../../src/lib/index.ts';
+import type { DebugApi } from '../../src/lib/testing.ts';
 
 declare global {
   interface Window {
     statecart?: StatecartClient;
     statecartReady?: Promise<StatecartClient>;
+    /** The testing entry's hooks for the page's client (dev server only). */
+    statecartTesting?: DebugApi;
   }
 }
 

@@ -46,7 +46,10 @@ function referenceGreedy(tokens: number[], n: number): number[] {
 const ids = (n: number, salt = 0): number[] => Array.from({ length: n }, (_, i) => (i * 7919 + 13 + salt * 104729) % 50257);
 
 const probe = (page: Page, tokens: number[], stateKey?: string): Promise<number[]> =>
-  page.evaluate(async ({ tokens, stateKey }) => Array.from(await window.statecart!.probe(stateKey ? { tokens, stateKey } : { tokens })), { tokens, stateKey });
+  page.evaluate(async ({ tokens, stateKey }) => Array.from(await window.statecartTesting!.probe(stateKey ? { tokens, stateKey } : { tokens })), {
+    tokens,
+    stateKey,
+  });
 
 test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
   test('on WebGPU every compute node runs on the GPU; only the causal mask index ops stay on the CPU', async ({ page }) => {
@@ -161,8 +164,8 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
             key = c.stateKey;
             if (end === toks.length) break;
           }
-          await sc.dropHot(); // the final state comes back from IndexedDB
-          return { piece, key, logits: Array.from(await sc.probe({ tokens: next, stateKey: key })), processed, reused };
+          await window.statecartTesting!.dropHot(); // the final state comes back from IndexedDB
+          return { piece, key, logits: Array.from(await window.statecartTesting!.probe({ tokens: next, stateKey: key })), processed, reused };
         },
         { toks, piece, next },
       );
@@ -184,15 +187,15 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
     const r = await page.evaluate(
       async ({ base, delta }) => {
         const sc = window.statecart!;
-        const baseTokens = await sc.tokenize(base);
-        const deltaTokens = await sc.tokenize(delta);
+        const baseTokens = await sc.tokenize({ text: base });
+        const deltaTokens = await sc.tokenize({ text: delta });
         const a = await sc.createState({ text: base });
-        await sc.dropHot();
+        await window.statecartTesting!.dropHot();
         const b = await sc.infer({ stateKey: a.stateKey, delta, maxNewTokens: 12 });
         await sc.clearStore();
         const full = await sc.createState({ tokens: [...baseTokens, ...deltaTokens] });
         const c = await sc.infer({ stateKey: full.stateKey, deltaTokens: [], maxNewTokens: 12 });
-        return { baseTokens, deltaTokens, a, b, c, info: await sc.getState(b.newStateKey) };
+        return { baseTokens, deltaTokens, a, b, c, info: await sc.getState({ stateKey: b.newStateKey }) };
       },
       { base, delta },
     );
@@ -272,16 +275,16 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
       const text = LOREM.repeat(2);
       const a = await page.evaluate(async (t) => {
         const sc = window.statecart!;
-        return { ...(await sc.createState({ text: t })), tokenIds: await sc.tokenize(t) };
+        return { ...(await sc.createState({ text: t })), tokenIds: await sc.tokenize({ text: t }) };
       }, text);
       await page.reload();
       await openPage(page, { model: MODEL, clear: false });
       const after = await page.evaluate(async (k) => {
         const sc = window.statecart!;
-        const info = await sc.getState(k);
+        const info = await sc.getState({ stateKey: k });
         const before = (await sc.health()).blobReads;
         const r = await sc.infer({ stateKey: k, delta: ' And', maxNewTokens: 6 });
-        return { info, r, reads: (await sc.health()).blobReads - before, and: await sc.tokenize(' And') };
+        return { info, r, reads: (await sc.health()).blobReads - before, and: await sc.tokenize({ text: ' And' }) };
       }, a.stateKey);
       expect(after.info.tokens).toBe(a.tokens);
       expect(after.info.tier).toBe('stored');

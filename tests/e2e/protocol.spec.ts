@@ -116,12 +116,12 @@ test.describe('protocol on WASM through the library', () => {
     const r = await page.evaluate(async (text) => {
       const sc = window.statecart!;
       const a = await sc.createState({ text });
-      await sc.dropHot();
-      const tierBefore = (await sc.getState(a.stateKey)).tier;
+      await window.statecartTesting!.dropHot();
+      const tierBefore = (await sc.getState({ stateKey: a.stateKey })).tier;
       const h0 = (await sc.health()).blobReads;
       const first = await sc.infer({ stateKey: a.stateKey, delta: ' q', maxNewTokens: 4 });
       const h1 = (await sc.health()).blobReads;
-      const tierAfter = (await sc.getState(a.stateKey)).tier;
+      const tierAfter = (await sc.getState({ stateKey: a.stateKey })).tier;
       const second = await sc.infer({ stateKey: a.stateKey, delta: ' q', maxNewTokens: 4 });
       const h2 = (await sc.health()).blobReads;
       return {

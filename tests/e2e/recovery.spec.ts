@@ -8,6 +8,7 @@ test('the client recovers from a crashed, exited or GPU-lost worker during a pre
     // Vite serves the library's source to the page; the path is the page's, not Node's.
     const lib = '/src/lib/index.ts';
     const { createStatecart } = (await import(/* @vite-ignore */ lib)) as typeof import('../../src/lib/index.ts');
+    const { testing } = (await import(/* @vite-ignore */ '/src/lib/testing.ts')) as typeof import('../../src/lib/testing.ts');
     const restarts: string[] = [];
     const sc = await createStatecart({
       model: 'tiny-gpt2',
@@ -26,7 +27,10 @@ test('the client recovers from a crashed, exited or GPU-lost worker during a pre
           { tokens: long },
           {
             onProgress: (p) => {
-              if (p.done === 128) void sc.debugFault(kind).catch(() => undefined);
+              if (p.done === 128)
+                void testing(sc)
+                  .fault(kind)
+                  .catch(() => undefined);
             },
           },
         )
@@ -39,7 +43,7 @@ test('the client recovers from a crashed, exited or GPU-lost worker during a pre
         (e: Error) => `${e.name}: ${e.message}`,
       );
       const states = await sc.listStates();
-      const checks = await Promise.all(states.map((s) => sc.verifyState(s.key)));
+      const checks = await Promise.all(states.map((s) => sc.verifyState({ stateKey: s.key })));
       out[kind] = { error, next, states: states.length, verified: checks.every((c) => c.ok) };
     }
     const h = await sc.health();

@@ -6,7 +6,7 @@ import { openPage, LOREM } from './helpers.ts';
 const STORE = '/src/store/store.ts';
 const SYNTH = '/tests/unit/support/synthetic-state.ts';
 const LIB = '/src/lib/index.ts';
-const KEYS = '/src/core/state-key.ts';
+const KEYS = '/src/core/key-chain.ts';
 
 type StoreMod = typeof import('../../src/store/store.ts');
 type SynthMod = typeof import('../unit/support/synthetic-state.ts');
@@ -19,7 +19,7 @@ test('a worker closed after each IndexedDB request of a 20-block write leaves th
     async ({ STORE, SYNTH, KEYS }) => {
       const { StateStore } = (await import(/* @vite-ignore */ STORE)) as StoreMod;
       const { audit, tokensFor, syntheticState, maxDiff, FP } = (await import(/* @vite-ignore */ SYNTH)) as SynthMod;
-      const { stateKey } = (await import(/* @vite-ignore */ KEYS)) as typeof import('../../src/core/state-key.ts');
+      const { stateKey } = (await import(/* @vite-ignore */ KEYS)) as typeof import('../../src/core/key-chain.ts');
       const dbName = 'reliability-crash';
       const long = tokensFor(1, 316); // 19 full blocks and a 12-token tail
       const prefixes = [long.slice(0, 40), long.slice(0, 75)]; // their tails move onto the long state's blocks
@@ -64,7 +64,7 @@ test('a worker closed after each IndexedDB request of a 20-block write leaves th
         tally.orphans += a.orphans.length;
         tally.missing += a.missing.length;
         tally.badDigest += a.badDigest.length;
-        const has = await store.has(longKey);
+        const has = (await store.getManifest(longKey)) !== undefined;
         if (has) {
           tally.whole++;
           const { state } = await store.getState(longKey);
@@ -110,6 +110,7 @@ test('the statecart worker closed in the middle of a write is replaced; the stor
   }
   const r = await page.evaluate(async (LIB) => {
     const { createStatecart } = (await import(/* @vite-ignore */ LIB)) as typeof import('../../src/lib/index.ts');
+    const { testing } = (await import(/* @vite-ignore */ LIB.replace('index.ts', 'testing.ts'))) as typeof import('../../src/lib/testing.ts');
     const sc = await createStatecart({ model: 'tiny-gpt2', device: 'wasm', heartbeatMs: 250, hangMs: 8000, dbName: 'reliability-client-crash' });
     const long = Array.from({ length: 316 }, (_, i) => (i * 31 + 7) % 50000);
     const points = (window as unknown as { POINTS?: number[] }).POINTS ?? [1, 21, 41, 200, 334];
@@ -118,14 +119,14 @@ test('the statecart worker closed in the middle of a write is replaced; the stor
       await sc.clearStore();
       await sc.createState({ tokens: long.slice(0, 40) });
       await sc.createState({ tokens: long.slice(0, 75) });
-      await sc.debugStoreFault(k);
+      await testing(sc).storeFault(k);
       const first = await sc.createState({ tokens: long }).then(
         () => 'completed',
         (e: Error) => e.name,
       );
       const check = await sc.checkStore();
       const states = await sc.listStates();
-      const verified = await Promise.all(states.map((s) => sc.verifyState(s.key)));
+      const verified = await Promise.all(states.map((s) => sc.verifyState({ stateKey: s.key })));
       const next = await sc.createState({ tokens: long }).then(
         (x) => x.tokens,
         (e: Error) => e.name,
@@ -165,7 +166,7 @@ test('under a small byte budget: pinned states survive, least recent go first, s
     await sc.clearStore();
     const ext = (i: number) => [...base, ...Array.from({ length: 20 }, (_, j) => (i * 1009 + j * 13 + 5) % 50000)];
     const pinned = await sc.createState({ tokens: ext(0) });
-    await sc.pinState(pinned.stateKey, true);
+    await sc.pinState({ stateKey: pinned.stateKey, pinned: true });
     const made: string[] = [];
     const gone: string[] = [];
     let created = 1;
@@ -180,10 +181,10 @@ test('under a small byte budget: pinned states survive, least recent go first, s
       for (const k of made) if (!keys.has(k) && !gone.includes(k)) gone.push(k);
       const h = await sc.health();
       if (h.bytesStored > budget) overBudget++;
-      for (const k of keys) if (!(await sc.verifyState(k)).ok) unverified++;
+      for (const k of keys) if (!(await sc.verifyState({ stateKey: k })).ok) unverified++;
       orphans += (await sc.checkStore()).orphanBlobs;
       // Reading the first state keeps it recent (probe restores it from the store).
-      if (keys.has(made[0]!)) await sc.probe({ tokens: [11], stateKey: made[0]! });
+      if (keys.has(made[0]!)) await testing(sc).probe({ tokens: [11], stateKey: made[0]! });
     }
     const final = new Set((await sc.listStates()).map((x) => x.key));
     const expectedGone = made.slice(1).filter((k) => !final.has(k));
@@ -273,8 +274,8 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
         p.evaluate(
           async (key) => {
             const sc = window.statecart!;
-            await sc.dropHot();
-            const info = await sc.getState(key);
+            await window.statecartTesting!.dropHot();
+            const info = await sc.getState({ stateKey: key });
             const r = await sc.infer({ stateKey: key, delta: ' and', maxNewTokens: 2 });
             return { tokens: info.tokens, out: r.outputTokens.length, tier: r.tier };
           },
@@ -293,7 +294,7 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
       p.evaluate(async () => {
         const sc = window.statecart!;
         const states = await sc.listStates();
-        const checks = await Promise.all(states.map((s) => sc.verifyState(s.key)));
+        const checks = await Promise.all(states.map((s) => sc.verifyState({ stateKey: s.key })));
         const report = await sc.checkStore();
         const h = await sc.health();
         const counts = await new Promise<{ blobs: number; manifests: number }>((resolve) => {
@@ -470,23 +471,23 @@ test('flipped bytes in stored blobs: every read detects them, the state is liste
         const blob = (await rawManifest(key)).blocks[i]!.key;
         await flip(blob, 13 + i * 97);
         flips++;
-        await sc.dropHot();
-        const res = await sc.probe({ tokens: [11], stateKey: key }).then(
+        await window.statecartTesting!.dropHot();
+        const res = await window.statecartTesting!.probe({ tokens: [11], stateKey: key }).then(
           () => 'served',
           (e: Error) => e.name,
         );
         if (res === 'CorruptBlob') detected++;
         if (res === 'served') served++;
-        if ((await sc.getState(key)).damaged) listedDamaged++;
+        if ((await sc.getState({ stateKey: key })).damaged) listedDamaged++;
         const again = await sc.createState({ text: t });
-        if (again.stateKey === key && !(await sc.getState(key)).damaged && (await sc.verifyState(key)).ok) healed++;
+        if (again.stateKey === key && !(await sc.getState({ stateKey: key })).damaged && (await sc.verifyState({ stateKey: key })).ok) healed++;
       }
     }
     // A block shared with another text may have been recomputed with other
     // bits: that state is then marked damaged too, and heals the same way.
     for (const t of texts) await sc.createState({ text: t });
     const states = await sc.listStates();
-    const ok = (await Promise.all(states.map((s) => sc.verifyState(s.key)))).every((v) => v.ok);
+    const ok = (await Promise.all(states.map((s) => sc.verifyState({ stateKey: s.key })))).every((v) => v.ok);
     return { flips, detected, served, listedDamaged, healed, ok, damagedLeft: (await sc.listStates()).filter((s) => s.damaged).length };
   }, LOREM.repeat(2));
   console.log(

@@ -76,7 +76,7 @@ test.describe('the demo page, driven as a person would', () => {
     expect(cached).toHaveLength(4);
     expect(naive).toHaveLength(4);
     for (let i = 1; i < 4; i++) {
-      const deltaTokens = await page.evaluate((t) => window.statecart!.tokenize(t), deltas[i - 1]!);
+      const deltaTokens = await page.evaluate((t) => window.statecart!.tokenize({ text: t }), deltas[i - 1]!);
       expect(cached[i]).toBe(deltaTokens.length + 6);
       expect(naive[i]).toBe(states[i - 1]!.tokens + deltaTokens.length + 6);
       expect(naive[i]!).toBeGreaterThan(naive[i - 1]!);
@@ -218,7 +218,7 @@ test.describe('cartridges through the page', () => {
       const bytes = await page.evaluate(async () => {
         const sc = window.statecart!;
         const [s] = await sc.listStates();
-        return Array.from(new Uint8Array(await (await sc.exportCartridge(s!.key)).arrayBuffer()));
+        return Array.from(new Uint8Array(await (await sc.exportCartridge({ stateKey: s!.key })).arrayBuffer()));
       });
       writeFileSync(join(tmp, 'cut.safetensors'), Uint8Array.from(bytes.slice(0, bytes.length >> 1)));
       writeFileSync(join(tmp, 'junk.safetensors'), Buffer.from('this is not a cartridge at all, just text\n'.repeat(4)));
@@ -304,10 +304,10 @@ test.describe('the built static site', () => {
         const sc = window.statecart!;
         const states = await sc.listStates();
         const last = states[states.length - 1]!;
-        const blob = await sc.exportCartridge(last.key);
+        const blob = await sc.exportCartridge({ stateKey: last.key });
         const a = await sc.infer({ stateKey: last.key, delta: ' And', maxNewTokens: 5 });
         await sc.clearStore();
-        const imp = await sc.importCartridge(blob);
+        const imp = await sc.importCartridge({ source: blob });
         const b = await sc.infer({ stateKey: imp.stateKey, delta: ' And', maxNewTokens: 5 });
         return { same: imp.stateKey === last.key, a: a.outputTokens, b: b.outputTokens, reused: b.savings.tokensReused, tokens: last.tokens };
       });

@@ -8,10 +8,11 @@ import { readSafetensors } from '../../src/formats/safetensors.ts';
 import { float16ToFloat32, float32ToFloat16 } from '../../src/formats/fp16.ts';
 import { StateStore } from '../../src/store/store.ts';
 import { sha256Hex } from '../../src/core/sha256.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { stateKey } from '../../src/core/key-chain.ts';
 import { verifyReceipts } from '../../src/core/receipts.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StateNotFound } from '../../src/core/errors.ts';
 import type { ModelState, StateModel } from '../../src/models/types.ts';
+import { storeState } from './support/put.ts';
 
 const BASE = 'A cartridge carries a state from one browser to another, checked before a single byte is stored. '.repeat(2);
 const NEXT = ' The next question is';
@@ -187,7 +188,8 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
       modelFp: otherFp,
       arch: 'gpt2',
       config: cfg,
-      state: { arch: 'gpt2', tokens, tensors },
+      specs: b.model.stateSpecs,
+      state: { tokens, tensors },
       codec: 'fp32',
     });
     const before = await snapshot(b.store);
@@ -310,8 +312,13 @@ async function fakeMamba(): Promise<StateModel> {
     maxTokens: Infinity,
     vocabSize: 50280,
     stateSpecs,
+    sliceable: false,
+    keepsLastLogits: true,
     tokenize: async () => [],
     decode: () => '',
+    open: () => {
+      throw new Error('the test model does not run');
+    },
     prefill: async () => {
       throw new Error('the test model does not run');
     },
@@ -322,7 +329,6 @@ async function fakeMamba(): Promise<StateModel> {
 function mambaState(tokens: number[], seed: number, base?: ModelState): ModelState {
   const r = rng(seed);
   return {
-    arch: 'mamba',
     tokens,
     tensors: [0, 1].flatMap((l) =>
       (
@@ -348,8 +354,8 @@ describe('cartridges: Mamba states through the store (shapes only; the runner is
     const child = mambaState(tokens, 2, parent);
     const pk = await stateKey(model.fingerprint, parent.tokens);
     const ck = await stateKey(model.fingerprint, child.tokens);
-    await a.putState({ state: parent, modelId: model.id, modelFp: model.fingerprint, key: pk, parent: null, receipt: null });
-    await a.putState({ state: child, modelId: model.id, modelFp: model.fingerprint, key: ck, parent: pk, receipt: null });
+    await storeState(a, { state: parent, modelId: model.id, modelFp: model.fingerprint });
+    await storeState(a, { state: child, modelId: model.id, modelFp: model.fingerprint, parent: pk });
 
     const whole = await exportCartridge(hostOf(a, model), ck);
     const delta = await exportCartridge(hostOf(a, model), ck, { delta: pk, codec: 'fp32' });
@@ -378,7 +384,7 @@ describe('cartridges: Mamba states through the store (shapes only; the runner is
 
     // Under the parent's key, a state with other numbers: the delta is refused, the store unchanged.
     const d = new StateStore({ dbName: `mamba-d-${Math.random()}` });
-    await d.putState({ state: mambaState(parent.tokens, 99), modelId: model.id, modelFp: model.fingerprint, key: pk, parent: null, receipt: null });
+    await storeState(d, { state: mambaState(parent.tokens, 99), modelId: model.id, modelFp: model.fingerprint, arch: 'mamba' });
     const snap = await snapshot(d);
     const wrong = await refused(importCartridge(hostOf(d, model), delta.blob));
     expect(wrong).toBeInstanceOf(MissingParent);

@@ -12,7 +12,7 @@ import {
 import { readSafetensors } from '../../src/formats/safetensors.ts';
 import { maxErrorBound, type CodecName } from '../../src/formats/codecs.ts';
 import { digestOf, sha256Hex } from '../../src/core/sha256.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { stateKey } from '../../src/core/key-chain.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch } from '../../src/core/errors.ts';
 import type { ModelState } from '../../src/models/types.ts';
 import { cartridgeMutators, editMeta, rewriteHeader, rng } from './support/cartridge-mutators.ts';
@@ -27,6 +27,7 @@ const GPT2: ExpectedModel = {
   modelId: 'tiny-gpt2',
   arch: 'gpt2',
   config: { n_layer: 2, n_head: 2, n_embd: 8, n_positions: 64, vocab_size: 50257 },
+  specs: ['0.key', '0.value', '1.key', '1.value'].map((n) => ({ name: `layers.${n}`, dims: [2, 0, 4], tokenAxis: 1 })),
   vocabSize: 50257,
   maxTokens: 64,
 };
@@ -35,6 +36,7 @@ const MAMBA: ExpectedModel = {
   modelId: 'tiny-mamba',
   arch: 'mamba',
   config: { n_layer: 2, d_inner: 6, d_state: 4, d_conv: 4 },
+  specs: ['0.conv', '0.ssm', '1.conv', '1.ssm'].map((n) => ({ name: `layers.${n}`, dims: n.endsWith('conv') ? [6, 3] : [6, 4] })),
   vocabSize: 50280,
   maxTokens: Infinity,
 };
@@ -44,8 +46,13 @@ function gpt2State(tokens: number[], seed: number): ModelState {
   const tensors = [];
   for (let l = 0; l < 2; l++)
     for (const kind of ['key', 'value'])
-      tensors.push({ name: `layers.${l}.${kind}`, dims: [2, tokens.length, 4], data: Float32Array.from({ length: 2 * tokens.length * 4 }, () => r() * 4 - 2) });
-  return { arch: 'gpt2', tokens, tensors };
+      tensors.push({
+        name: `layers.${l}.${kind}`,
+        dims: [2, tokens.length, 4],
+        tokenAxis: 1,
+        data: Float32Array.from({ length: 2 * tokens.length * 4 }, () => r() * 4 - 2),
+      });
+  return { tokens, tensors };
 }
 
 function mambaState(tokens: number[], seed: number, base?: ModelState): ModelState {
@@ -61,7 +68,7 @@ function mambaState(tokens: number[], seed: number, base?: ModelState): ModelSta
       tensors.push({ name, dims: [...dims], data: Float32Array.from({ length: dims[0] * dims[1] }, (_, i) => (b ? b.data[i]! * 0.9 : 0) + r() - 0.5) });
     }
   }
-  return { arch: 'mamba', tokens, tensors };
+  return { tokens, tensors };
 }
 
 const PINNED = 'sha256:d1e347310c979dcd4b1eb6b2d70b14e4644c727185879a79dffaef0895647833';
@@ -69,7 +76,7 @@ const PINNED_LENGTH = 1504;
 const TOKENS = [15496, 11, 995, 0, 50256, 7, 1000, 42, 3, 9, 2, 1, 0, 5, 6, 7, 8, 9];
 
 function gpt2Input(codec: CodecName, extra: Partial<BuildInput> = {}): BuildInput {
-  return { modelId: 'tiny-gpt2', modelFp: FP, arch: 'gpt2', config: GPT2.config, state: gpt2State(TOKENS, 1), codec, ...extra };
+  return { modelId: 'tiny-gpt2', modelFp: FP, arch: 'gpt2', config: GPT2.config, specs: GPT2.specs, state: gpt2State(TOKENS, 1), codec, ...extra };
 }
 
 async function refusedWith(p: Promise<unknown>, cls: typeof InvalidCartridge | typeof ModelMismatch, pattern?: RegExp): Promise<Error> {
@@ -124,7 +131,6 @@ describe('build and parse', () => {
   it('GPT-2 delta: stores only the new tokens, and resolves against the parent', async () => {
     const child = gpt2State(TOKENS, 3);
     const parentState: ModelState = {
-      arch: 'gpt2',
       tokens: TOKENS.slice(0, 7),
       tensors: child.tensors.map((t) => {
         const data = new Float32Array(2 * 7 * 4);
@@ -155,7 +161,7 @@ describe('build and parse', () => {
   it('Mamba: whole states and deltas (fp32 XOR exact, int8 within bound)', async () => {
     const base = mambaState(TOKENS.slice(0, 5), 8);
     const child = mambaState(TOKENS, 9, base);
-    const common = { modelId: 'tiny-mamba', modelFp: FP_MAMBA, arch: 'mamba' as const, config: MAMBA.config };
+    const common = { modelId: 'tiny-mamba', modelFp: FP_MAMBA, arch: 'mamba' as const, config: MAMBA.config, specs: MAMBA.specs };
     const whole = await parseCartridge(await buildCartridgeBytes({ ...common, state: child, codec: 'int8' }), MAMBA);
     expect(whole.state!.tensors[0]!.dims).toEqual([6, 3]);
     expect(whole.state!.tensors[1]!.dims).toEqual([6, 4]);
@@ -388,7 +394,14 @@ describe('fuzz: 1,500 mutated cartridges', () => {
       expect: GPT2,
     });
     const mbase = mambaState(TOKENS.slice(0, 5), 8);
-    const mcommon = { modelId: 'tiny-mamba', modelFp: FP_MAMBA, arch: 'mamba' as const, config: MAMBA.config, state: mambaState(TOKENS, 9, mbase) };
+    const mcommon = {
+      modelId: 'tiny-mamba',
+      modelFp: FP_MAMBA,
+      arch: 'mamba' as const,
+      config: MAMBA.config,
+      specs: MAMBA.specs,
+      state: mambaState(TOKENS, 9, mbase),
+    };
     bases.push({ bytes: await buildCartridgeBytes({ ...mcommon, codec: 'fp32' }), expect: MAMBA });
     bases.push({
       bytes: await buildCartridgeBytes({
@@ -439,7 +452,7 @@ describe('fuzz: 1,500 mutated cartridges', () => {
 describe('known answer', () => {
   it('the same state builds the same bytes (pinned: a format change must be deliberate)', async () => {
     const state = gpt2State(TOKENS.slice(0, 3), 77);
-    const bytes = await buildCartridgeBytes({ modelId: 'tiny-gpt2', modelFp: FP, arch: 'gpt2', config: GPT2.config, state, codec: 'int8' });
+    const bytes = await buildCartridgeBytes({ modelId: 'tiny-gpt2', modelFp: FP, arch: 'gpt2', config: GPT2.config, specs: GPT2.specs, state, codec: 'int8' });
     expect(await digestOf(bytes)).toBe(PINNED);
     expect(bytes.length).toBe(PINNED_LENGTH);
   });

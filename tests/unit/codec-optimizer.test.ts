@@ -4,8 +4,9 @@ import { loadNodeModel, pseudoTokens } from './support/codec-models.ts';
 import { chooseCodec, codecChooser, evaluateCodecs, encodeState, ALL_CODECS, type CodecReport } from '../../src/engine/codec-optimizer.ts';
 import { klDivergence, measureQuality } from '../../src/engine/quality.ts';
 import { InvalidInput, StateNotFound } from '../../src/core/errors.ts';
-import type { CodecConstraints } from '../../src/store/manifest.ts';
+import type { CodecConstraints } from '../../src/store/records.ts';
 import type { ModelState, StateModel } from '../../src/models/types.ts';
+import { storeState } from './support/put.ts';
 
 const BASE = 'The optimizer tries every codec on the state itself and keeps the smallest that still answers the same. '.repeat(2);
 
@@ -18,8 +19,7 @@ function row(r: CodecReport, c: string) {
 /** Stores the state with the chosen codec, reads it back, and measures again from scratch. */
 async function remeasure(model: StateModel, reference: ModelState, r: CodecReport, c: CodecConstraints) {
   const { store } = await nodeEngine();
-  const key = 'sha256:' + 'ab'.repeat(32);
-  await store.putState({ state: reference, modelId: model.id, modelFp: model.fingerprint, key, parent: null, receipt: null, codec: r.choice });
+  const { key } = await storeState(store, { state: reference, modelId: model.id, modelFp: model.fingerprint, codec: r.choice });
   store.hot.clear();
   const back = (await store.getState(key)).state;
   const q = await measureQuality(model, reference, back, { probeTokens: c.probeTokens, greedyTokens: c.greedyTokens ?? 32 });

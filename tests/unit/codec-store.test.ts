@@ -3,15 +3,16 @@ import { promisifyRequest } from 'idb-keyval';
 import { nodeEngine } from './support/node-engine.ts';
 import { loadNodeModel, pseudoTokens } from './support/codec-models.ts';
 import { codecs, maxErrorBound, type CodecName } from '../../src/formats/codecs.ts';
-import { codecParamsFor, cutBlocks, decodeBlock, encodeBlock, tensorSpecs, sliceDims } from '../../src/models/state-layout.ts';
+import { codecParamsFor, cutBlocks, decodeBlock, encodeBlock, tensorSpecs, sliceDims } from '../../src/store/blocks.ts';
 import { encodeState } from '../../src/engine/codec-optimizer.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { StateStore } from '../../src/store/store.ts';
 import { digestOf } from '../../src/core/sha256.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { KeyChain, stateKey } from '../../src/core/key-chain.ts';
 import { CorruptBlob, InvalidInput } from '../../src/core/errors.ts';
 import type { ModelState } from '../../src/models/types.ts';
-import type { BlockRecord } from '../../src/store/manifest.ts';
+import type { BlockRecord } from '../../src/store/records.ts';
+import { storeState } from './support/put.ts';
 
 const BASE = 'A state stored with a smaller codec must restore, continue, and prove its bytes like any other. '.repeat(2);
 const LOSSY: CodecName[] = ['fp16', 'int8', 'kivi4'];
@@ -39,7 +40,7 @@ function expectWithinBound(codec: CodecName, dims: number[], data: Float32Array,
 function checkStateBlocks(state: ModelState): void {
   const specs = tensorSpecs(state);
   for (const b of cutBlocks(state)) {
-    const dims = sliceDims(state.arch, specs, b.end - b.start);
+    const dims = sliceDims(specs, b.end - b.start);
     let o = 0;
     specs.forEach((s, i) => {
       const n = dims[i]!.reduce((a, c) => a * c, 1);
@@ -51,7 +52,7 @@ function checkStateBlocks(state: ModelState): void {
     // The block frame carries the same encodings, in tensor order, and decodes
     // to exactly what the codecs decode (int8 has its own fused path there).
     for (const c of LOSSY) {
-      const back = decodeBlock(state.arch, specs, b.start, b.end, c, encodeBlock(state.arch, specs, b, c));
+      const back = decodeBlock(specs, b.start, b.end, c, encodeBlock(specs, b, c));
       expect(back.length).toBe(b.data.length);
       let at = 0;
       specs.forEach((s, i) => {
@@ -150,7 +151,7 @@ describe('store with a codec policy', () => {
     const specs = tensorSpecs(state);
     const blocks = cutBlocks(state);
     for (let i = 0; i < blocks.length; i++) {
-      const enc = encodeBlock('gpt2', specs, blocks[i]!, 'int8');
+      const enc = encodeBlock(specs, blocks[i]!, 'int8');
       expect(m.blocks[i]!.bytes).toBe(enc.byteLength);
       expect(m.blocks[i]!.digest).toBe(await digestOf(enc));
     }
@@ -176,12 +177,15 @@ describe('store with a codec policy', () => {
     // Only the full blocks inside the common text can come from a block run.
     expect(b.reused).toBe(Math.floor(common.length / 16) * 16);
     expect(b.reused).toBeGreaterThan(0);
-    const chain = (await store.getManifest(a.stateKey))!.blocks.map((x) => x.key.replace(/\/int8$/, ''));
-    expect(await store.hasBlocks(chain)).toEqual(chain.map(() => true));
-    expect(await store.hasBlobs(chain.map((k) => k + '/fp32'))).toEqual(chain.map(() => false));
+    const ma = (await store.getManifest(a.stateKey))!;
+    const full = Math.floor(ma.tokens.length / 16);
+    const chain = await KeyChain.create(model.fingerprint, ma.tokens);
+    // Every full block is stored as int8 only, under its chain name.
+    expect(await store.storedBlockRun(chain, 0, full)).toBe(full);
+    expect(ma.blocks.slice(0, full).map((x) => x.key)).toEqual(Array.from({ length: full }, (_, i) => `${chain.blockKey(i)}/int8`));
     // A state whose tokens are all in stored blocks is rebuilt from them alone.
     const tokens = (await store.getManifest(b.stateKey))!.tokens.slice(0, b.reused);
-    const rebuilt = await store.getBlockPrefix(model, tokens);
+    const rebuilt = await store.restoreBlockPrefix(await KeyChain.create(model.fingerprint, tokens), tokens.length / 16, model.stateSpecs);
     expect(rebuilt?.tokens).toEqual(tokens);
   });
 
@@ -191,7 +195,7 @@ describe('store with a codec policy', () => {
     const { state } = await model.prefill(tokens);
     const key = await stateKey(model.fingerprint, tokens);
     for (const c of ['fp32', 'fp16', 'kivi4'] as const) {
-      await store.putState({ state, modelId: model.id, modelFp: model.fingerprint, key, parent: null, receipt: null, codec: c });
+      await storeState(store, { state, modelId: model.id, modelFp: model.fingerprint, codec: c });
       store.hot.clear();
       const back = await store.getState(key);
       expect(back.manifest.codec).toBe(c);

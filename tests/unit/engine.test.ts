@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { nodeEngine } from './support/node-engine.ts';
-import { BLOCK_TOKENS } from '../../src/core/state-key.ts';
+import { BLOCK_TOKENS } from '../../src/core/key-chain.ts';
 import { verifyReceipts } from '../../src/core/receipts.ts';
 
 const BASE = 'The cache keys every state by the SHA-256 of its model and its tokens, so a prefix computed once is found again. '.repeat(3);

@@ -9,8 +9,6 @@ import { writeSafetensors } from '../../src/formats/safetensors.ts';
 import { mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
 import type { ModelState } from '../../src/models/types.ts';
-import { decodeChildFromDelta, deltaInnerCodec, encodeChildAsDelta, packDeltaBlob, unpackDeltaBlob } from '../../src/models/mamba-delta.ts';
-import { cutBlocks } from '../../src/models/state-layout.ts';
 import { sha256Hex } from '../../src/core/sha256.ts';
 
 const TOL = 1e-4;
@@ -50,7 +48,7 @@ function refToModelState(r: MambaRefState, tokens: number[]): ModelState {
     { name: `layers.${l}.conv`, dims: [], data: c },
     { name: `layers.${l}.ssm`, dims: [], data: r.ssm[l]! },
   ]);
-  return { arch: 'mamba', tokens, tensors };
+  return { tokens, tensors };
 }
 
 let dir: string;
@@ -259,57 +257,5 @@ describe('MambaModel (the runner)', () => {
     await expect(
       createMambaModel({ ort: ort as unknown as OrtLike, baseUrl: dir, device: 'cpu', fetchBytes, tokenizer: { encode: () => [], decode: () => '' } }),
     ).rejects.toMatchObject({ name: 'CorruptBlob' });
-  });
-});
-
-describe('a child state stored as a delta of its parent (src/models/mamba-delta.ts)', () => {
-  const bytesOf = (s: ModelState): Uint8Array => {
-    const d = cutBlocks(s)[0]!.data;
-    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
-  };
-
-  it('rebuilds the child byte-identical from the parent (fp32 inner: XOR)', async () => {
-    const base = prompt(40, 7);
-    const parent = (await model.prefill(base)).state;
-    // A child a few tokens on (a delta request) and one far on (a long continuation).
-    for (const extra of [prompt(3, 8), prompt(70, 9)]) {
-      const child = (await model.prefill(extra, parent)).state;
-      const deltas = encodeChildAsDelta(child, parent);
-      expect(deltas.length).toBe(child.tensors.length);
-      expect(deltaInnerCodec(deltas)).toBe('fp32');
-      // Through one framed blob, as the store would write it.
-      const blob = packDeltaBlob(deltas);
-      const rebuilt = decodeChildFromDelta(unpackDeltaBlob(blob), parent, child.tokens);
-      expect(rebuilt.tokens).toEqual([...base, ...extra]);
-      expect(rebuilt.tensors.map((t) => [t.name, t.dims])).toEqual(child.tensors.map((t) => [t.name, t.dims]));
-      expect(Buffer.compare(bytesOf(rebuilt), bytesOf(child))).toBe(0);
-      expect(await sha256Hex(bytesOf(rebuilt))).toBe(await sha256Hex(bytesOf(child)));
-      // The deltas are not the child's bytes in disguise: without the parent they decode to something else.
-      const zero = model.emptyState();
-      expect(() => decodeChildFromDelta(deltas, { ...zero, tokens: [] }, child.tokens)).toThrow(expect.objectContaining({ name: 'MissingParent' }));
-    }
-  });
-
-  it('refuses the wrong parent, and a parent that the child does not continue', async () => {
-    const parent = (await model.prefill(prompt(20, 10))).state;
-    const child = (await model.prefill(prompt(5, 11), parent)).state;
-    const deltas = encodeChildAsDelta(child, parent);
-    // Same tokens, one bit of one value different: the codec's parent hash catches it.
-    const bent: ModelState = { ...parent, tensors: parent.tensors.map((t, i) => (i === 3 ? { ...t, data: t.data.slice() } : t)) };
-    new Uint32Array(bent.tensors[3]!.data.buffer)[17]! ^= 1;
-    expect(() => decodeChildFromDelta(deltas, bent, child.tokens)).toThrow(expect.objectContaining({ name: 'MissingParent' }));
-    const other = (await model.prefill(prompt(20, 12))).state;
-    expect(() => encodeChildAsDelta(child, other)).toThrow(expect.objectContaining({ name: 'InvalidInput' }));
-    expect(() => decodeChildFromDelta(deltas, other, child.tokens)).toThrow(expect.objectContaining({ name: 'MissingParent' }));
-    expect(() => decodeChildFromDelta(deltas.slice(1), parent, child.tokens)).toThrow(expect.objectContaining({ name: 'CorruptBlob' }));
-    const blob = packDeltaBlob(deltas);
-    expect(() => unpackDeltaBlob(blob.subarray(0, blob.length - 4))).toThrow(expect.objectContaining({ name: 'CorruptBlob' }));
-    const bad = blob.slice();
-    bad[0] ^= 1;
-    expect(() => unpackDeltaBlob(bad)).toThrow(expect.objectContaining({ name: 'CorruptBlob' }));
-    // A lossy inner codec decodes close to the child, not exactly.
-    const lossy = decodeChildFromDelta(encodeChildAsDelta(child, parent, { inner: 'int8' }), parent, child.tokens);
-    expect(stateDiff(lossy, child)).toBeGreaterThan(0);
-    expect(stateDiff(lossy, child)).toBeLessThan(0.05);
   });
 });

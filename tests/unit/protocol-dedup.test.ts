@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { nodeEngine } from './support/node-engine.ts';
 import { blobSizes } from './support/idb-snapshot.ts';
-import { BLOCK_TOKENS } from '../../src/core/state-key.ts';
+import { BLOCK_TOKENS } from '../../src/core/key-chain.ts';
 import type { ModelState, StateModel } from '../../src/models/types.ts';
 
 const ids = (n: number, seed: number) =>
@@ -26,14 +26,14 @@ describe('dedup: shared blocks and shared tails', () => {
     expect(DELTAS.every((d) => d >= 10 && d <= 40)).toBe(true);
     const base = await engine.createState({ tokens: ids(512, 1) });
     const keys = [base.stateKey];
-    const held: ModelState[] = [store.hot.get(base.stateKey)!];
+    const held: ModelState[] = [store.hot.get(base.stateKey)!.state];
     let key = base.stateKey;
     for (let i = 0; i < DELTAS.length; i++) {
       const r = await engine.infer({ stateKey: key, deltaTokens: ids(DELTAS[i]!, 100 + i), maxNewTokens: 0 });
       expect(r.savings.tokensProcessed).toBe(DELTAS[i]);
       key = r.newStateKey;
       keys.push(key);
-      held.push(store.hot.get(key)!);
+      held.push(store.hot.get(key)!.state);
     }
     const unique = 512 + DELTAS.reduce((a, b) => a + b, 0);
     expect((await engine.getState(key)).tokens).toBe(unique);
@@ -63,7 +63,7 @@ describe('dedup: shared blocks and shared tails', () => {
     const { engine, store } = await nodeEngine();
     const root = ids(40, 7);
     const p = await engine.createState({ tokens: root });
-    const heldP = store.hot.get(p.stateKey)!;
+    const heldP = store.hot.get(p.stateKey)!.state;
     const t = await engine.createState({ tokens: [...root, 5, 6, 7] }); // p's tail → t's block
     const n = await engine.createState({ tokens: [...root, 9, 9] }); // branches from p inside the same block
     store.hot.clear();

@@ -124,15 +124,15 @@ describe('determinism, cancel, hot tier', () => {
     const a = await engine.createState({ tokens: ids(200, 10) });
     store.hot.clear();
     expect((await engine.getState(a.stateKey)).tier).toBe('stored');
-    const r0 = store.blobReads;
+    const r0 = store.stats().blobReads;
     const first = await engine.infer({ stateKey: a.stateKey, deltaTokens: ids(5, 11), maxNewTokens: 3 });
     expect(first.tier).toBe('stored');
-    const r1 = store.blobReads;
+    const r1 = store.stats().blobReads;
     expect(r1).toBeGreaterThan(r0);
     expect((await engine.getState(a.stateKey)).tier).toBe('hot');
     const second = await engine.infer({ stateKey: a.stateKey, deltaTokens: ids(5, 11), maxNewTokens: 3 });
     expect(second.tier).toBe('hot');
-    expect(store.blobReads).toBe(r1);
+    expect(store.stats().blobReads).toBe(r1);
     expect(second.outputTokens).toEqual(first.outputTokens);
   });
 });

@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { nodeEngine } from './support/node-engine.ts';
 import { snapshot } from './support/idb-snapshot.ts';
 import { verifyReceipts } from '../../src/core/receipts.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { stateKey } from '../../src/core/key-chain.ts';
 
 const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (((i + 1) * 7919 + seed * 104729) % 50000) + 1);
 

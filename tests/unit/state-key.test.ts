@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
-import { stateKey, prefixKeys, blockChain, keyOf } from '../../src/core/state-key.ts';
+import { KeyChain, hashStats, stateKey } from '../../src/core/key-chain.ts';
 import { modelFingerprint } from '../../src/core/model-fingerprint.ts';
 
 // Independent implementation of DESIGN.md "State keys", straight from the bytes:
@@ -43,11 +43,18 @@ describe('state keys: known answers', () => {
 
   it('every prefix key, and the block chain, agree with the reference on lengths around block edges', async () => {
     const ids = Array.from({ length: 50 }, (_, i) => (i * 40503 + 17) % 50257);
-    const keys = await prefixKeys(FP, ids);
+    const chain = await KeyChain.create(FP, ids);
+    const keys = chain.keysFrom(1);
     expect(keys.length).toBe(50);
     for (const L of [1, 15, 16, 17, 31, 32, 33, 50]) expect(keys[L - 1]).toBe(refKey(FP, ids.slice(0, L)));
-    const chain = await blockChain(FP, ids);
-    expect(chain.map(keyOf)).toEqual([16, 32, 48, 50].map((L) => refKey(FP, ids.slice(0, L))));
+    expect([0, 1, 2].map((i) => chain.blockKey(i))).toEqual([16, 32, 48].map((L) => refKey(FP, ids.slice(0, L))));
+    // Out of order, from a fresh chain, and from a chain grown by append: the same keys.
+    const other = await KeyChain.create(FP, ids.slice(0, 20));
+    expect(other.keyAt(18)).toBe(refKey(FP, ids.slice(0, 18)));
+    expect(other.keyAt(3)).toBe(refKey(FP, ids.slice(0, 3)));
+    other.append(ids.slice(20));
+    for (const L of [33, 17, 50, 49]) expect(other.keyAt(L)).toBe(refKey(FP, ids.slice(0, L)));
+    expect(other.prefix(40).key()).toBe(refKey(FP, ids.slice(0, 40)));
   });
 
   it('changes with the model, a token, the order, and token ids ≥ 2^16', async () => {
@@ -79,14 +86,28 @@ describe('state keys: known answers', () => {
     expect(await modelFingerprint({ ...id, dtype: 'fp16' })).not.toBe(want);
   });
 
-  it('prefix keys from a given length equal the full list there, and leave shorter slots empty', async () => {
+  it('a chain feeds each token to SHA-256 once, asked for in the order requests ask (ascending, and past a block already extended): every prefix key of n tokens costs n tokens hashed and n digests', async () => {
     const fp = 'ab'.repeat(32);
     const tokens = Array.from({ length: 53 }, (_, i) => (i * 7919) % 50257);
-    const all = await prefixKeys(fp, tokens);
-    for (const from of [1, 15, 16, 17, 40, 53]) {
-      const some = await prefixKeys(fp, tokens, from);
-      expect(some.length).toBe(all.length);
-      for (let L = 1; L <= tokens.length; L++) expect(some[L - 1], `length ${L} from ${from}`).toBe(L >= from ? all[L - 1] : '');
-    }
+    const chain = await KeyChain.create(fp, tokens.slice(0, 30));
+    const t0 = hashStats.tokens;
+    const d0 = hashStats.digests;
+    chain.keysFrom(1);
+    chain.append(tokens.slice(30));
+    chain.keyAt(40);
+    chain.keysFrom(31);
+    // Asking again hashes nothing.
+    chain.keysFrom(1);
+    chain.key();
+    expect(hashStats.tokens - t0).toBe(53);
+    expect(hashStats.digests - d0).toBe(53);
+    for (const L of [1, 16, 30, 31, 53]) expect(chain.keyAt(L)).toBe(refKey(fp, tokens.slice(0, L)));
+    // Only the last key of a long chain: one digest per block, and one for the tail.
+    const t1 = hashStats.tokens;
+    const d1 = hashStats.digests;
+    expect((await KeyChain.create(fp, tokens)).key()).toBe(refKey(fp, tokens));
+    expect(hashStats.tokens - t1).toBe(53);
+    // Three full blocks, then the keys of lengths 49..53 inside the last one.
+    expect(hashStats.digests - d1).toBe(3 + 5);
   });
 });

@@ -3,7 +3,7 @@ import { describe, it, expect } from 'vitest';
 import { promisifyRequest } from 'idb-keyval';
 import { StateStore } from '../../src/store/store.ts';
 import { CorruptBlob } from '../../src/core/errors.ts';
-import type { BlockRecord } from '../../src/store/manifest.ts';
+import type { BlockRecord } from '../../src/store/records.ts';
 import { audit, maxDiff, putSynthetic, syntheticState, tokensFor } from './support/synthetic-state.ts';
 import { nodeEngine } from './support/node-engine.ts';
 
@@ -60,7 +60,7 @@ describe('corrupt data is never served', () => {
     console.log(`[corrupt] ${flips} bit flips in stored blobs: ${detected} detected on read, ${served} served`);
     expect(served).toBe(0);
     expect(detected).toBe(flips);
-    expect(store.damageDetected).toBeGreaterThanOrEqual(flips);
+    expect(store.stats().damageDetected).toBeGreaterThanOrEqual(flips);
   });
 
   it('engine: a damaged state is listed as damaged, and createState / infer recompute it from its tokens', async () => {

@@ -1,7 +1,7 @@
 import 'fake-indexeddb/auto';
 import { describe, it, expect } from 'vitest';
 import { StateStore } from '../../src/store/store.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { stateKey } from '../../src/core/key-chain.ts';
 import { audit, FP, maxDiff, putSynthetic, syntheticState, tokensFor } from './support/synthetic-state.ts';
 import { snapshot } from './support/idb-snapshot.ts';
 
@@ -21,7 +21,7 @@ describe('crash-safe writes: a write cut off after each of its IndexedDB request
     const probe = fresh();
     for (const p of PREFIXES) await putSynthetic(probe, p);
     await putSynthetic(probe, LONG);
-    const total = probe.lastWriteRequests;
+    const total = probe.stats().lastWriteRequests;
     const after = await snapshot(probe);
     expect(total).toBeGreaterThan(40);
     // The write did move the prefixes' tails onto its blocks (so faults hit that step too).

@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { promisifyRequest } from 'idb-keyval';
 import { nodeEngine } from './support/node-engine.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { stateKey } from '../../src/core/key-chain.ts';
+import { storeState } from './support/put.ts';
 
 describe('a state written after its parent reuses the blocks the parent names', () => {
   it("shares the parent's full blocks by reference, reads back exact, and writes whole when one went missing", async () => {
@@ -17,7 +18,7 @@ describe('a state written after its parent reuses the blocks the parent names', 
       pa,
     );
     const bKey = await stateKey(model.fingerprint, b.state.tokens);
-    const mb = await store.putState({ state: b.state, modelId: model.id, modelFp: model.fingerprint, key: bKey, parent: a.stateKey, receipt: null });
+    const mb = await storeState(store, { state: b.state, modelId: model.id, modelFp: model.fingerprint, parent: a.stateKey });
     expect(mb.blocks.slice(0, 4).map((x) => [x.key, x.digest])).toEqual(parent.blocks.slice(0, 4).map((x) => [x.key, x.digest]));
     expect(mb.blocks).toHaveLength(7);
     store.hot.clear();
@@ -36,7 +37,7 @@ describe('a state written after its parent reuses the blocks the parent names', 
     const cKey = await stateKey(model.fingerprint, c.state.tokens);
     const gone = parent.blocks[1]!.key;
     await store.idb('readwrite', (s) => promisifyRequest(s.delete('b:' + gone)));
-    const mc = await store.putState({ state: c.state, modelId: model.id, modelFp: model.fingerprint, key: cKey, parent: bKey, receipt: null });
+    const mc = await storeState(store, { state: c.state, modelId: model.id, modelFp: model.fingerprint, parent: bKey });
     expect(mc.blocks[1]!.key).toBe(gone);
     store.hot.clear();
     expect((await store.verify(cKey)).ok).toBe(true);

@@ -1,7 +1,7 @@
 import 'fake-indexeddb/auto';
 import { describe, it, expect, vi, afterEach } from 'vitest';
 import { StateStore } from '../../src/store/store.ts';
-import { stateKey } from '../../src/core/state-key.ts';
+import { stateKey } from '../../src/core/key-chain.ts';
 import { QuotaExceeded } from '../../src/core/errors.ts';
 import type { Database } from '../../src/store/schema.ts';
 import { audit, FP, maxDiff, putSynthetic, syntheticState, tokensFor } from './support/synthetic-state.ts';
@@ -83,7 +83,7 @@ describe('byte budget and eviction', () => {
       for (const m of list) expect((await store.verify(m.key)).ok).toBe(true);
       // Reading the first state keeps it recent: it must outlive later ones.
       const keep = await keyOf(made[0]!);
-      if (await store.has(keep)) await store.getState(keep);
+      if (await store.getManifest(keep)) await store.getState(keep);
     }
     for (const m of await store.list()) await expectWhole(store, m.tokens);
     const finalKeys = new Set((await store.list()).map((m) => m.key));

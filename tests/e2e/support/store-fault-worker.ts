@@ -24,7 +24,7 @@ self.onmessage = async (ev: MessageEvent) => {
       });
     }
     await putSynthetic(store, long);
-    self.postMessage({ type: 'done', requests: store.lastWriteRequests });
+    self.postMessage({ type: 'done', requests: store.stats().lastWriteRequests });
   } catch (e) {
     self.postMessage({ type: 'error', name: (e as Error).name, message: (e as Error).message });
   }

@@ -8,6 +8,7 @@ import { Engine } from '../../../src/engine/engine.ts';
 import { StateStore, type StoreOptions } from '../../../src/store/store.ts';
 import { loadGpt2 } from '../../../src/models/gpt2.ts';
 import type { StateModel } from '../../../src/models/types.ts';
+import { LocalStatecart, type ModelHost } from '../../../src/engine/statecart.ts';
 
 export const MODELS_DIR = join(process.cwd(), 'public/models');
 
@@ -32,4 +33,16 @@ export async function nodeEngine(opts: StoreOptions & { model?: string } = {}): 
   const store = new StateStore({ dbName: opts.dbName ?? `test-${process.pid}-${++n}`, hotBytes: opts.hotBytes });
   const engine = new Engine(store, async () => model);
   return { engine, store, model };
+}
+
+/** Loads the models of public/models with onnxruntime-node: the in-thread Statecart's host in Node. */
+export const nodeHost: ModelHost = {
+  load: (req) => nodeModel(req.model),
+  environment: () => ({ crossOriginIsolated: false, threads: 1 }),
+};
+
+/** The in-thread Statecart (what the worker runs), on a fresh database. */
+export async function localStatecart(opts: StoreOptions = {}): Promise<LocalStatecart> {
+  const store = new StateStore({ dbName: opts.dbName ?? `test-${process.pid}-${++n}`, hotBytes: opts.hotBytes });
+  return new LocalStatecart(store, nodeHost);
 }

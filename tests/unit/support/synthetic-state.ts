@@ -4,8 +4,8 @@
 import { promisifyRequest } from 'idb-keyval';
 import type { ModelState } from '../../../src/models/types.ts';
 import type { StateStore } from '../../../src/store/store.ts';
-import type { BlockRecord, Manifest } from '../../../src/store/manifest.ts';
-import { stateKey } from '../../../src/core/state-key.ts';
+import type { BlockRecord, Manifest } from '../../../src/store/records.ts';
+import { storeState } from './put.ts';
 import { digestOf } from '../../../src/core/sha256.ts';
 
 export const FP = 'c0ffee'.padEnd(64, '0');
@@ -21,10 +21,10 @@ export function syntheticState(tokens: number[], layers = 2, heads = 2, headDim 
           for (let d = 0; d < headDim; d++) {
             data[(h * T + t) * headDim + d] = Math.sin(tokens[t]! * 0.37 + t * 1.3 + l * 7 + h * 3 + d * 0.11 + (kind === 'key' ? 0 : 0.5));
           }
-      tensors.push({ name: `layers.${l}.${kind}`, dims: [heads, T, headDim], data });
+      tensors.push({ name: `layers.${l}.${kind}`, dims: [heads, T, headDim], tokenAxis: 1, data });
     }
   }
-  return { arch: 'gpt2', tokens: [...tokens], tensors };
+  return { tokens: [...tokens], tensors };
 }
 
 export function tokensFor(seed: number, n: number): number[] {
@@ -32,8 +32,7 @@ export function tokensFor(seed: number, n: number): number[] {
 }
 
 export async function putSynthetic(store: StateStore, tokens: number[], parent: string | null = null): Promise<Manifest> {
-  const key = await stateKey(FP, tokens);
-  return store.putState({ state: syntheticState(tokens), modelId: 'synthetic', modelFp: FP, key, parent, receipt: null });
+  return storeState(store, { state: syntheticState(tokens), modelId: 'synthetic', modelFp: FP, parent });
 }
 
 export interface Audit {

@@ -1,8 +1,8 @@
 import * as ort from 'onnxruntime-web/webgpu';
 import { AutoTokenizer } from '@huggingface/transformers';
-import type { StateModel } from '../models/types.ts';
-import type { DevicePick } from './device.ts';
-import { createMambaModel, type OrtLike } from '../models/mamba.ts';
+import type { StateModel } from './types.ts';
+import type { LoadContext } from './load.ts';
+import { createMambaModel, type OrtLike } from './mamba.ts';
 
 /**
  * Mamba runs on onnxruntime-web directly (transformers.js has no Mamba type),
@@ -15,12 +15,7 @@ import { createMambaModel, type OrtLike } from '../models/mamba.ts';
  * that scripts/make-models.ts runs, so the fingerprint and state keys are the
  * ones an offline build of the same weights gives.
  */
-export async function loadMambaForWorker(o: {
-  modelId: string;
-  base: string;
-  pick: DevicePick;
-  readFile: (p: string) => Promise<Uint8Array>;
-}): Promise<StateModel> {
+export async function loadMambaWeb(o: LoadContext): Promise<StateModel> {
   const tok = await AutoTokenizer.from_pretrained(o.modelId);
   const tokenizer = {
     encode: (text: string) => Array.from((tok as unknown as { encode: (t: string) => number[] }).encode(text)),
@@ -30,16 +25,16 @@ export async function loadMambaForWorker(o: {
   const first = await o.readFile('statecart.json').catch(() => null);
   if (!first) {
     // Only now: the builder and onnx-proto are not needed for prepared models.
-    const { convertMambaCheckpoint } = await import('../models/mamba-build.ts');
+    const { convertMambaCheckpoint } = await import('./mamba-build.ts');
     built = (await convertMambaCheckpoint(await o.readFile('model.safetensors'), { id: o.modelId })).files;
   }
   return createMambaModel({
     ort: ort as unknown as OrtLike,
     baseUrl: o.base,
     modelId: o.modelId,
-    device: o.pick.device,
-    adapter: o.pick.adapter,
-    deviceReason: o.pick.reason,
+    device: o.device,
+    adapter: o.adapter,
+    deviceReason: o.deviceReason,
     fetchBytes: async (url) => {
       const p = url.slice(o.base.length);
       if (p === 'statecart.json' && first) return first;

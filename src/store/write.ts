@@ -1,0 +1,332 @@
+import { promisifyRequest } from 'idb-keyval';
+import { QuotaExceeded, StatecartError, WriteInterrupted } from '../core/errors.ts';
+import { BLOCK_TOKENS, type KeyChain } from '../core/key-chain.ts';
+import { blobDigest, type SignedReceipt } from '../core/receipts.ts';
+import { digestOf } from '../core/sha256.ts';
+import { canonicalize } from '../core/canonical-json.ts';
+import { bytesOf } from '../core/bytes.ts';
+import { isSliceable, stateBytes, type ModelState } from '../core/state.ts';
+import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from './blocks.ts';
+import type { StoreCore } from './context.ts';
+import { countingStore, safeAbort } from './fault.ts';
+import { originEstimate, planEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
+import {
+  allManifests,
+  blobId,
+  blobKeyFor,
+  getBlob,
+  getManifest,
+  hasBlob,
+  putManifest,
+  readStats,
+  type BlockRecord,
+  type BlockRef,
+  type Manifest,
+} from './records.ts';
+import { KV, USE, readUse } from './schema.ts';
+import { repointTails, type TailCandidate } from './shared-tails.ts';
+
+/**
+ * Writing a state: blobs the store already holds (a shared prefix) are not
+ * written again; new blobs, the manifest and its receipt go in one
+ * transaction, with whatever eviction the write needs. Either all of it
+ * commits or none of it: a crash, an abort or a quota error leaves the store
+ * as it was.
+ */
+
+export interface PutInput {
+  state: ModelState;
+  /** The chain over the state's tokens: its key is the state's key, its block hashes name the KV blocks. */
+  chain: KeyChain;
+  modelId: string;
+  modelFp: string;
+  /** The model's architecture name (display only). */
+  arch: string;
+  /** The stored state this one continues: its full fp32 blocks are taken by reference. */
+  parent: Manifest | null;
+  label?: string;
+  codec: BlockCodec;
+  /** Makes the receipt from the state's blob digest; it is written in the state's own transaction. */
+  receipt?: (blobDigest: string) => Promise<SignedReceipt>;
+  /** Keeps this receipt (a damaged state written again as it was). */
+  keepReceipt?: { hash: string | null; json?: string };
+  /** Cut and write every block, even those the parent names (the fallback when one went missing). */
+  fullWrite?: boolean;
+  /** Write over a stored manifest of the same key (merge, a damaged state healed); otherwise a stored, whole state is left as it is. */
+  replace?: boolean;
+  /** Pinned (default: as the replaced manifest was, else not). */
+  pinned?: boolean;
+}
+
+export interface PutResult {
+  manifest: Manifest;
+  /** The receipt stored with the state (null when it was already stored, undamaged: nothing was written). */
+  receipt: SignedReceipt | null;
+  written: boolean;
+}
+
+/** A block the parent names was not in the store at write time. */
+class KnownBlockMissing extends Error {}
+/** A blob was already stored with other bytes than ours: the manifest takes its digest, so the receipt is made again. */
+class DigestsChanged extends Error {
+  constructor(readonly digests: Map<number, string>) {
+    super('digests changed');
+  }
+}
+
+export async function putState(core: StoreCore, input: PutInput): Promise<PutResult> {
+  const { state, chain } = input;
+  const key = chain.key();
+  const codec = input.codec;
+  const specs = tensorSpecs(state);
+  const sliceable = isSliceable(state.tensors);
+  const n = state.tokens.length;
+  const refs: BlockRef[] = [];
+  const records: [string, BlockRecord | null][] = [];
+  // Full fp32 blocks the parent already names are the same bytes under the
+  // same key (content addressing): they are neither cut, hashed nor copied
+  // again, only checked to be present in the write's transaction. For a long
+  // state continued by a few tokens this was most of the cost of a step.
+  let skip = 0;
+  const parent = input.parent;
+  if (!input.fullWrite && sliceable && codec === 'fp32' && parent && parent.modelFp === input.modelFp) {
+    const own = new Map(parent.blocks.filter((b) => b.codec === 'fp32' && !b.blobTokens && b.end - b.start === BLOCK_TOKENS).map((b) => [b.key, b]));
+    while (skip < Math.floor(n / BLOCK_TOKENS)) {
+      const ref = own.get(blobKeyFor(chain.blockKey(skip), 'fp32'));
+      if (!ref || ref.start !== skip * BLOCK_TOKENS) break;
+      refs.push({ ...ref });
+      records.push([ref.key, null]);
+      skip++;
+    }
+  }
+  const blocks = cutBlocks(state, skip * BLOCK_TOKENS);
+  // What a later read will decode: the hot tier must serve the same numbers,
+  // or a state's continuation would depend on which tier it came from.
+  const decoded: { start: number; end: number; data: Float32Array }[] = [];
+  for (let j = 0; j < blocks.length; j++) {
+    const b = blocks[j]!;
+    // A full KV block is named by the chain hash after it, so every state that
+    // starts with the same tokens names it the same way; a partial last block,
+    // or a fixed-size state, by the state's key. The codec is part of the name.
+    const name = sliceable ? chain.keyAt(b.end) : key;
+    const blobKey = blobKeyFor(name, codec);
+    const bytes = codec === 'fp32' ? bytesOf(b.data) : encodeBlock(specs, b, codec);
+    const digest = await digestOf(bytes);
+    refs.push({ key: blobKey, digest, start: b.start, end: b.end, codec, bytes: bytes.byteLength });
+    // cutBlocks and encodeBlock return fresh arrays: their buffers can be stored as they are.
+    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+    records.push([blobKey, { digest, codec, data: (whole ? bytes.buffer : bytes.slice().buffer) as ArrayBuffer }]);
+    if (codec !== 'fp32') decoded.push({ start: b.start, end: b.end, data: decodeBlock(specs, b.start, b.end, codec, bytes) });
+  }
+  // Shorter stored states whose partial tail lies inside one of the blocks written here.
+  const tails: TailCandidate[] = [];
+  if (sliceable)
+    for (let L = skip * BLOCK_TOKENS + 1; L < n; L++) if (L % BLOCK_TOKENS !== 0) tails.push({ key: chain.keyAt(L), block: Math.floor(L / BLOCK_TOKENS) });
+  const now = Date.now();
+  const manifest: Manifest = {
+    v: 2,
+    key,
+    modelId: input.modelId,
+    modelFp: input.modelFp,
+    arch: input.arch,
+    tokens: [...state.tokens],
+    tensors: specs,
+    blocks: refs,
+    parent: parent?.key ?? null,
+    codec,
+    bytes: refs.reduce((a, r) => a + r.bytes, 0),
+    receipt: input.keepReceipt?.hash ?? null,
+    ...(input.keepReceipt?.json ? { receiptJson: input.keepReceipt.json } : {}),
+    createdAt: now,
+    lastUsed: now,
+    pinned: input.pinned ?? false,
+    ...(input.label ? { label: input.label } : {}),
+  };
+  let result: { written: boolean; manifest: Manifest; receipt: SignedReceipt | null };
+  for (;;) {
+    manifest.blobDigest = await blobDigest(refs.map((r) => r.digest));
+    const receipt = input.receipt ? await input.receipt(manifest.blobDigest) : null;
+    if (receipt) {
+      manifest.receipt = receipt.hash;
+      manifest.receiptJson = canonicalize(receipt.receipt);
+    }
+    try {
+      const r = await writeAtomically(core, manifest, records, tails, { replace: !!input.replace, pinned: input.pinned });
+      result = { ...r, receipt: r.written ? receipt : null };
+      break;
+    } catch (e) {
+      // A block named by the parent went missing meanwhile (evicted by another
+      // tab): nothing was written; write the state whole instead.
+      if (e instanceof KnownBlockMissing) return putState(core, { ...input, fullWrite: true });
+      if (e instanceof DigestsChanged) {
+        for (const [i, d] of e.digests) refs[i]!.digest = d;
+        continue;
+      }
+      throw e;
+    }
+  }
+  if (result.written) {
+    const hot = codec === 'fp32' ? state : joinBlocks(state.tokens, specs, decoded);
+    core.hot.set(key, { state: hot, manifest: result.manifest }, stateBytes(hot));
+    core.channel.post({ type: 'put', keys: [key] });
+  }
+  return result;
+}
+
+/**
+ * With a budget (or with the origin's quota close), the cold unpinned states
+ * that must go to make room are chosen and deleted in the same transaction,
+ * so a write that fails evicts nothing. If IndexedDB itself reports the
+ * quota full, the write is tried once more with at least its own size freed.
+ */
+interface WriteMode {
+  replace: boolean;
+  pinned: boolean | undefined;
+}
+
+async function writeAtomically(
+  core: StoreCore,
+  manifest: Manifest,
+  records: [string, BlockRecord | null][],
+  tails: TailCandidate[],
+  mode: WriteMode,
+): Promise<{ written: boolean; manifest: Manifest }> {
+  const room = roomUnderQuota(await originEstimate());
+  let need = 0;
+  try {
+    return await writeOnce(core, manifest, records, tails, mode, room, false, (x) => {
+      need = x;
+    });
+  } catch (e) {
+    const err = mapIdbError(e);
+    if (!(err instanceof QuotaExceeded) || err.details.planned) throw err;
+    // The browser's quota, not our budget: free at least this write's size and try once more.
+    try {
+      return await writeOnce(core, manifest, records, tails, mode, room, true, () => undefined);
+    } catch (e2) {
+      const err2 = mapIdbError(e2);
+      if (err2 instanceof QuotaExceeded) throw new QuotaExceeded({ browser: true, needed: need, key: manifest.key });
+      throw err2;
+    }
+  }
+}
+
+async function writeOnce(
+  core: StoreCore,
+  manifest: Manifest,
+  records: [string, BlockRecord | null][],
+  tails: TailCandidate[],
+  { replace, pinned }: WriteMode,
+  room: number,
+  tight: boolean,
+  onNeed: (n: number) => void,
+): Promise<{ written: boolean; manifest: Manifest }> {
+  const fault = core.fault;
+  core.fault = null;
+  const counter = { n: 0 };
+  const limited = tight || core.budgetBytes !== null || room !== Infinity;
+  const pendingUse = new Map(core.usePending);
+  let evicted: string[] = [];
+  let moved: Manifest[] = [];
+  try {
+    const out = await core.tx([KV, USE], 'readwrite', async (tx) => {
+      readStats.phase = 'write';
+      const done = promisifyRequest(tx);
+      done.catch(() => undefined);
+      const s = countingStore(tx.objectStore(KV), counter, fault);
+      const use = tx.objectStore(USE);
+      try {
+        // Already stored and whole (the same tokens computed before, here or in
+        // another tab): nothing to write; its receipt stays the one that made it.
+        const have = await getManifest(s, manifest.key);
+        if (have && !replace && !have.damaged && have.modelFp === manifest.modelFp) {
+          await done;
+          return { written: false, manifest: have };
+        }
+        if (have) {
+          manifest.createdAt = have.createdAt;
+          manifest.pinned = pinned ?? have.pinned;
+        }
+        // A blob already present keeps its bytes, and the manifest takes its
+        // digest: two writers of one block end with one copy and agree on it.
+        const existing = await Promise.all(records.map(([k, rec]) => (rec ? getBlob(s, k) : hasBlob(s, k).then((x) => (x ? null : undefined)))));
+        if (records.some(([, rec], i) => !rec && existing[i] === undefined)) throw new KnownBlockMissing();
+        const changed = new Map<number, string>();
+        records.forEach(([, rec], i) => {
+          const ex = existing[i];
+          if (rec && ex && ex.digest !== manifest.blocks[i]!.digest) changed.set(i, ex.digest);
+        });
+        if (changed.size) throw new DigestsChanged(changed);
+        let extra = 0;
+        records.forEach(([, rec], i) => {
+          if (rec && !existing[i]) extra += rec.data.byteLength;
+        });
+        onNeed(extra);
+        if (limited) {
+          const [ms, used] = await Promise.all([allManifests(s), readUse(tx)]);
+          for (const [k, t] of pendingUse) used.set(k, Math.max(used.get(k) ?? 0, t));
+          const current = uniqueBytes(ms);
+          let limit = Math.min(core.budgetBytes ?? Infinity, current + room);
+          if (tight) limit = Math.min(limit, extra > 0 ? current : Math.max(0, current - 1));
+          const others = ms.filter((m) => m.key !== manifest.key);
+          const plan = planEviction({ manifests: others, lastUsed: used, limitBytes: limit, extraBytes: extra, keepBlobs: new Set(records.map(([k]) => k)) });
+          if (!plan.fits) {
+            throw new QuotaExceeded({
+              key: manifest.key,
+              needed: extra,
+              storeBytes: current,
+              limit,
+              budget: core.budgetBytes,
+              afterEviction: plan.bytesAfter,
+              planned: true,
+            });
+          }
+          for (const v of plan.victims) {
+            s.delete(`m:${v}`);
+            use.delete(v);
+          }
+          for (const k of plan.freed.keys()) s.delete(blobId(k));
+          evicted = plan.victims;
+        }
+        records.forEach(([k, rec], i) => {
+          // named by the parent and present (checked above), or already stored with these bytes
+          if (rec && !existing[i]) s.put(rec, blobId(k));
+        });
+        // Shorter states' tails move onto this state's blocks once its digests are final.
+        moved = await repointTails(s, manifest, tails);
+        putManifest(s, manifest);
+        use.put(manifest.lastUsed, manifest.key);
+      } catch (e) {
+        safeAbort(tx);
+        throw e;
+      }
+      await done;
+      return { written: true, manifest };
+    });
+    // States whose tails moved keep their hot copy (the same numbers), with the manifest as now stored.
+    for (const m of moved) {
+      const h = core.hot.get(m.key);
+      if (h) h.manifest = m;
+    }
+    if (evicted.length) {
+      for (const k of evicted) {
+        core.hot.delete(k);
+        core.usePending.delete(k);
+      }
+      core.channel.post({ type: 'deleted', keys: evicted, reason: 'evict' });
+    }
+    return out;
+  } finally {
+    readStats.phase = 'read';
+    core.counters.lastWriteRequests = counter.n;
+  }
+}
+
+export function mapIdbError(e: unknown): Error {
+  if (e instanceof StatecartError || e instanceof KnownBlockMissing || e instanceof DigestsChanged) return e;
+  const name = (e as { name?: string })?.name;
+  if (name === 'QuotaExceededError') return new QuotaExceeded({ browser: true });
+  // An aborted transaction rejects with tx.error, which is null for abort().
+  if (e === null || e === undefined || name === 'AbortError') return new WriteInterrupted();
+  return e instanceof Error ? e : new Error(String(e));
+}
