@@ -1,20 +1,23 @@
 /**
- * `npm run bench [-- --quick]`: statecart's savings, measured side by side in
- * one run, in headless Chromium (the e2e tests' browser setup) on WASM, and on
- * WebGPU when an adapter exists (a software adapter: tiny models only).
+ * `npm run bench [-- --quick]`: statecart against a page without it, measured
+ * side by side in one run, in headless Chromium (the e2e tests' browser setup)
+ * on WASM, and on WebGPU when an adapter exists (a software adapter: tiny
+ * models only, a reduced plan).
  *
- *   --quick              tiny models only (a couple of minutes)
- *   --models a,b         only these models
- *   --devices wasm,webgpu
+ *   (no flag)            every model, every row: writes bench/results/latest.json,
+ *                        latest.md and the README's table (between <!-- bench:start -->
+ *                        and <!-- bench:end -->), which is generated from latest.json only
+ *   --quick              the tiny models: writes bench/results/latest-quick.json / .md only
+ *   --models a,b         only these models        } any of these makes a partial run:
+ *   --devices wasm,webgpu                          } it writes bench/results/partial.json / .md
+ *   --only agent,ttft,decode,prefill,restore,agents } (or --out NAME), never latest.* or
+ *   --reps N             N repetitions everywhere  } the README
+ *   --steps N            the first N agent-loop steps }
+ *   --out NAME           write bench/results/NAME.json and NAME.md (never the README)
  *   --port N             the bench's own Vite server (default 5199, or $BENCH_PORT)
  *   --no-readme          leave README.md alone
- *   --out NAME           write bench/results/NAME.json and NAME.md instead of latest.* (no README)
- *   --from-json FILE     run nothing: rewrite FILE's .md and the README's table from FILE
- *                        (merging codecs.json / mamba-restore.json into it when it has no such rows)
- *
- * Writes bench/results/latest.json and latest.md (and a copy of both as
- * latest-quick.* or latest-full.*, so a quick run does not lose the last full
- * one), and the README's table between <!-- bench:start --> and <!-- bench:end -->.
+ *   --from-json FILE     run nothing: rewrite FILE's .md (and for latest.json the README's
+ *                        table) from FILE, which is not changed
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -25,79 +28,78 @@ import { launchOptions } from '../tests/e2e/browser.ts';
 import { ensureModels, CACHE_MODELS, REPO_ROOT } from '../scripts/make-models.ts';
 import { startServer } from './lib/server.ts';
 import { stat, toMarkdown, readmeSection, replaceBetweenMarkers, consoleSummary } from './lib/report.ts';
-import type { AgentLoopResult, BenchDevice, BenchResults, CodecRow, MambaRestoreRow, RunTarget, SkipNote } from './lib/types.ts';
+import { agentLoopRow, decodeRow, prefillRow, ttftRow } from './lib/rows.ts';
+import { readResults } from './lib/upgrade.ts';
+import { DEFINITIONS } from './lib/definitions.ts';
+import { TARGETS } from './lib/targets.ts';
+import { outputName, parseArgs, type Section } from './lib/args.ts';
+import type { BenchDevice, BenchResults, CodecRow, MambaRestoreRow, RunTarget, SkipNote } from './lib/types.ts';
 import type { Bench } from './lib/page.ts';
 
 // ---------------------------------------------------------------- the plan
 
-/** 20 deltas in 10–40 tokens; with 4 new tokens a step, base 512 + 506 = 1,018 tokens fits GPT-2's 1,024 positions. */
+/** 20 deltas in 10–40 tokens; with 4 new tokens a step, base 512 + 426 + 80 = 1,018 tokens fits GPT-2's 1,024 positions. */
 const AGENT_DELTAS = [12, 31, 18, 25, 10, 40, 14, 22, 17, 28, 11, 35, 16, 20, 13, 26, 19, 24, 15, 30];
 const AGENT = { baseTokens: 512, gen: 4 };
 
 interface Plan {
-  gpt2Restore: { tokens: number; reps: number }[];
-  continueReps: number;
-  continueTokens: number;
-  /** The agent loop and the agents (20 + 100 prefills): too slow on a software adapter. */
-  loop: boolean;
+  /** The agent loop's steps (GPT-2 only): 20 plain re-prefills of up to 1,014 tokens. */
+  agentSteps: number;
+  ttft: { baseTokens: number; newTokens: number; reps: number }[];
+  decode: { contexts: number[]; reps: number } | null;
+  prefill: { tokens: number; reps: number } | null;
+  restore: { tokens: number; reps: number }[];
+  /** Agents continuing one base (GPT-2 only). */
   agents: number;
-  mamba: { tokens: number; reps: number }[];
 }
 
-function planFor(model: string, quick: boolean, softwareGpu: boolean): Plan {
+function planFor(model: string, arch: 'gpt2' | 'mamba', softwareGpu: boolean): Plan {
   const tiny = model.startsWith('tiny');
-  // SwiftShader takes tens of seconds for a tiny model's 512-token prefill here: one small size, two runs.
+  const ttft = (reps: number) => [TARGETS.ttftHot, TARGETS.ttftStored].map((t) => ({ baseTokens: t.baseTokens, newTokens: t.newTokens, reps }));
+  const d = TARGETS.decode;
+  // SwiftShader takes tens of seconds for a tiny model's 512-token prefill here: small sizes, two runs.
   if (softwareGpu)
-    return { gpt2Restore: [{ tokens: 128, reps: 2 }], continueReps: 2, continueTokens: 128, loop: false, agents: 0, mamba: [{ tokens: 256, reps: 2 }] };
-  if (tiny) {
     return {
-      gpt2Restore: [128, 512, 1024].map((tokens) => ({ tokens, reps: 5 })),
-      continueReps: 5,
-      continueTokens: 512,
-      loop: true,
-      agents: 100,
-      mamba: [256, 1024, 4096].map((tokens) => ({ tokens, reps: quick ? 3 : 5 })),
+      agentSteps: 0,
+      ttft: [{ baseTokens: 128, newTokens: 16, reps: 2 }],
+      decode: null,
+      prefill: null,
+      restore: [{ tokens: arch === 'gpt2' ? 128 : 256, reps: 2 }],
+      agents: 0,
     };
-  }
+  const reps = tiny ? 5 : 3;
   return {
-    gpt2Restore: [
-      { tokens: 128, reps: 3 },
-      { tokens: 512, reps: 3 },
-      { tokens: 1024, reps: 3 },
-    ],
-    continueReps: 3,
-    continueTokens: 512,
-    loop: true,
-    agents: 100,
-    mamba: [
-      { tokens: 256, reps: 3 },
-      { tokens: 1024, reps: 2 },
-      { tokens: 4096, reps: 2 },
-    ],
+    agentSteps: arch === 'gpt2' ? AGENT_DELTAS.length : 0,
+    ttft: ttft(reps),
+    decode: { contexts: [d.short, d.mid, d.long], reps },
+    prefill: { tokens: TARGETS.prefill.tokens, reps },
+    restore:
+      arch === 'gpt2'
+        ? [128, 512, 1024].map((tokens) => ({ tokens, reps }))
+        : [
+            { tokens: 256, reps },
+            { tokens: 1024, reps: tiny ? reps : 2 },
+            { tokens: 4096, reps: tiny ? reps : 2 },
+          ],
+    agents: arch === 'gpt2' ? 100 : 0,
+  };
+}
+
+/** --only, --reps and --steps narrow the plan. */
+function narrow(p: Plan, only: Section[] | null, reps: number | null, steps: number | null): Plan {
+  const on = (s: Section) => !only || only.includes(s);
+  const r = <T extends { reps: number }>(x: T): T => (reps ? { ...x, reps } : x);
+  return {
+    agentSteps: on('agent') ? Math.min(p.agentSteps, steps ?? Infinity) : 0,
+    ttft: on('ttft') ? p.ttft.map(r) : [],
+    decode: on('decode') && p.decode ? r(p.decode) : null,
+    prefill: on('prefill') && p.prefill ? r(p.prefill) : null,
+    restore: on('restore') ? p.restore.map(r) : [],
+    agents: on('agents') ? p.agents : 0,
   };
 }
 
 const ARCH: Record<string, 'gpt2' | 'mamba'> = { 'tiny-gpt2': 'gpt2', 'gpt2-shape': 'gpt2', 'tiny-mamba': 'mamba', 'mamba-130m-shape': 'mamba' };
-
-// ---------------------------------------------------------------- args
-
-function parseArgs(argv: string[]) {
-  const get = (name: string) => {
-    const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-    if (i < 0) return undefined;
-    return argv[i]!.includes('=') ? argv[i]!.split('=').slice(1).join('=') : argv[i + 1];
-  };
-  const quick = argv.includes('--quick');
-  return {
-    quick,
-    models: get('models')?.split(',').filter(Boolean) ?? (quick ? ['tiny-gpt2', 'tiny-mamba'] : ['tiny-gpt2', 'gpt2-shape', 'tiny-mamba', 'mamba-130m-shape']),
-    devices: (get('devices')?.split(',').filter(Boolean) ?? ['wasm', 'webgpu']) as BenchDevice[],
-    port: Number(get('port') ?? process.env.BENCH_PORT ?? 5199),
-    readme: !argv.includes('--no-readme'),
-    fromJson: get('from-json'),
-    out: get('out'),
-  };
-}
 
 // ---------------------------------------------------------------- helpers
 
@@ -113,7 +115,6 @@ function machine(): BenchResults['machine'] {
   const cpus = os.cpus();
   return {
     cores: cpus.length,
-    hardwareConcurrency: cpus.length,
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
     node: process.version,
     cpuModel: cpus[0]?.model.trim() ?? 'unknown',
@@ -185,7 +186,7 @@ function readMambaRows(dir: string, have: MambaRestoreRow[], skipped: SkipNote[]
         reprefillMs: reprefill,
         restoreMs: restore,
         restoreStoredMs: stat(r.samples.stored),
-        speedup: reprefill.median / restore.median,
+        reprefillOverHotLookup: reprefill.median / restore.median,
         from: `bench/mamba-restore.ts, ${j.when ?? 'undated'}${j.load1 !== undefined ? `, load ${j.load1.toFixed(1)}` : ''}`,
       };
     });
@@ -215,8 +216,6 @@ async function openBench(browser: Browser, url: string): Promise<{ page: Page; c
   return { page, call };
 }
 
-// ---------------------------------------------------------------- main
-
 function writeReadme(res: BenchResults, mdPath: string): void {
   const readme = join(REPO_ROOT, 'README.md');
   const doc = existsSync(readme) ? readFileSync(readme, 'utf8') : null;
@@ -228,43 +227,54 @@ function writeReadme(res: BenchResults, mdPath: string): void {
   } else console.log("the README's table is already up to date");
 }
 
+// ---------------------------------------------------------------- main
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  const out = outputName(args);
+  const resultsDir = join(REPO_ROOT, 'bench', 'results');
   if (args.fromJson) {
-    const res = JSON.parse(readFileSync(args.fromJson, 'utf8')) as BenchResults;
-    // The separate scripts' outputs may be newer than the run: merge them (marked as merged) when the run has none.
-    const dir = join(REPO_ROOT, 'bench', 'results');
-    if (!res.codecs.length) {
-      res.codecs = readCodecRows(dir, res.skipped);
-      if (res.codecs.length) res.skipped = res.skipped.filter((x) => x.what !== 'codec table');
-    }
-    res.mambaRestore.push(...readMambaRows(dir, res.mambaRestore, res.skipped));
-    writeFileSync(args.fromJson, JSON.stringify(res, null, 2) + '\n');
-    const md = args.fromJson.replace(/\.json$/, '') + '.md';
+    const file = resolve(args.fromJson);
+    const res = readResults(JSON.parse(readFileSync(file, 'utf8')));
+    const md = file.replace(/\.json$/, '') + '.md';
     writeFileSync(md, toMarkdown(res));
-    console.log(`${consoleSummary(res)}\n\nwrote ${md}`);
-    if (args.readme) writeReadme(res, resolve(md));
+    console.log(`${consoleSummary(res)}\n\nwrote ${relative(REPO_ROOT, md)}`);
+    // Only the full run's file may write the README.
+    if (args.readme && file === join(resultsDir, 'latest.json')) writeReadme(res, md);
     return;
   }
   const t0 = Date.now();
-  const resultsDir = join(REPO_ROOT, 'bench', 'results');
   mkdirSync(resultsDir, { recursive: true });
   const skipped: SkipNote[] = [];
   const res: BenchResults = {
-    version: 1,
-    mode: args.quick ? 'quick' : 'full',
+    version: 2,
+    mode: args.mode,
+    command: args.command,
     date: new Date().toISOString(),
     commit: git(['rev-parse', 'HEAD']) || 'unknown',
     dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
     machine: machine(),
-    browser: { name: 'Chromium', version: '', userAgent: '', crossOriginIsolated: false, threads: 0, webgpuAdapter: null, webgpuSoftware: null },
+    browser: {
+      name: 'Chromium',
+      version: '',
+      userAgent: '',
+      hardwareConcurrency: null,
+      crossOriginIsolated: false,
+      threads: 0,
+      plainThreads: null,
+      webgpuAdapter: null,
+      webgpuSoftware: null,
+    },
     devices: [],
     note: process.env.BENCH_NOTE ?? '',
     durationS: 0,
+    definitions: DEFINITIONS,
     loads: [],
     agentLoop: [],
+    ttft: [],
+    decode: [],
+    prefill: [],
     restore: [],
-    continue: [],
     storage: [],
     mambaRestore: [],
     codecs: [],
@@ -282,6 +292,7 @@ async function main() {
       const { page, call } = await openBench(browser, server.url);
       const env = await call('env');
       res.browser.userAgent = env.userAgent;
+      res.browser.hardwareConcurrency = env.hardwareConcurrency;
       res.browser.crossOriginIsolated = env.crossOriginIsolated;
       res.browser.webgpuAdapter = env.adapter;
       res.browser.webgpuSoftware = env.software;
@@ -304,12 +315,15 @@ async function main() {
         const tgt: RunTarget = { model, device, ...(software ? { softwareAdapter: true } : {}) };
         const label = `${model} on ${device}${software ? ' (software adapter)' : ''}`;
         console.log(`\n== ${label}`);
+        const arch0 = ARCH[model] ?? 'gpt2';
+        const plan = narrow(planFor(model, arch0, software), args.only, args.reps, args.steps);
+        const needsPlain = plan.agentSteps > 0 || plan.ttft.length > 0 || plan.decode !== null || plan.prefill !== null;
         const { page, call } = await openBench(browser, server.url);
         try {
           await call('start', { device });
           let load: Awaited<ReturnType<Bench['load']>>;
           try {
-            load = await call('load', model, device);
+            load = await call('load', model, device, { plain: needsPlain });
           } catch (e) {
             skipped.push({ what: label, reason: `the model did not load: ${(e as Error).message.split('\n')[0]}` });
             continue;
@@ -319,7 +333,10 @@ async function main() {
             continue;
           }
           res.browser.crossOriginIsolated = load.crossOriginIsolated;
-          if (device === 'wasm') res.browser.threads = load.threads;
+          if (device === 'wasm') {
+            res.browser.threads = load.threads;
+            if (load.plain) res.browser.plainThreads = load.plain.threads;
+          }
           res.loads.push({
             ...tgt,
             wallMs: load.wallMs,
@@ -327,9 +344,19 @@ async function main() {
             adapter: load.info.adapter,
             deviceReason: load.info.deviceReason,
             threads: load.threads,
+            plainWallMs: load.plain?.wallMs ?? null,
+            plainThreads: load.plain?.threads ?? null,
           });
-          const plan = planFor(model, args.quick, software);
-          const arch = load.info.arch ?? ARCH[model] ?? 'gpt2';
+          // A baseline on other threads or other weights would not be the same model's cost.
+          let plainOk = load.plain !== null;
+          if (load.plain && (load.plain.threads !== load.threads || !load.plain.fingerprintMatches || !load.plain.sameEnv)) {
+            plainOk = false;
+            skipped.push({
+              what: `plain-baseline rows, ${label}`,
+              reason: `the plain worker did not match the statecart worker (threads ${load.plain.threads} vs ${load.threads}, same weights: ${load.plain.fingerprintMatches}, one onnxruntime env: ${load.plain.sameEnv})`,
+            });
+          }
+          const arch = load.info.arch;
           const attempt = async (what: string, f: () => Promise<void>) => {
             const ts = Date.now();
             try {
@@ -340,10 +367,40 @@ async function main() {
               skipped.push({ what: `${what}, ${label}`, reason: (e as Error).message.split('\n')[0]! });
             }
           };
-          if (arch === 'gpt2') {
-            for (const r of plan.gpt2Restore) {
-              await attempt(`restore ${r.tokens}`, async () => {
-                const x = await call('restore', r);
+
+          let chain: { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null = null;
+          if (plainOk && plan.agentSteps > 0)
+            await attempt('agent loop', async () => {
+              const x = await call('agentLoop', { baseTokens: AGENT.baseTokens, deltas: AGENT_DELTAS.slice(0, plan.agentSteps), gen: AGENT.gen });
+              const row = agentLoopRow(tgt, x);
+              res.agentLoop.push(row);
+              if (!row.identicalOutputs) skipped.push({ what: `agent loop, ${label}`, reason: 'the plain and cached runs generated different tokens' });
+              chain = { chainBytes: x.health.bytesStored, chainLogicalBytes: x.health.logicalBytes, uniqueKvBytes: x.finalBytes, states: x.health.states };
+            });
+          else if (arch === 'gpt2' && software) skipped.push({ what: `agent loop and agents, ${label}`, reason: 'too slow on a software WebGPU adapter' });
+          if (plainOk)
+            for (const t of plan.ttft)
+              await attempt(`first token ${t.baseTokens} + ${t.newTokens}`, async () => {
+                const x = await call('ttft', t);
+                const row = ttftRow(tgt, x);
+                res.ttft.push(row);
+                if (!row.identicalFirstToken)
+                  skipped.push({ what: `first token ${t.baseTokens} + ${t.newTokens}, ${label}`, reason: 'plain and statecart picked different first tokens' });
+              });
+          if (plainOk && plan.decode)
+            for (const context of plan.decode.contexts)
+              await attempt(`decode at ${context}`, async () => {
+                const x = await call('decode', { context, extraTokens: TARGETS.decode.extraTokens, reps: plan.decode!.reps });
+                res.decode.push(decodeRow(tgt, x));
+              });
+          if (plainOk && plan.prefill)
+            await attempt(`prefill ${plan.prefill.tokens}`, async () => {
+              res.prefill.push(prefillRow(tgt, await call('prefill', plan.prefill!)));
+            });
+          for (const r of plan.restore) {
+            await attempt(`restore ${r.tokens}`, async () => {
+              const x = await call('restore', r);
+              if (arch === 'gpt2') {
                 res.restore.push({
                   ...tgt,
                   tokens: r.tokens,
@@ -357,52 +414,7 @@ async function main() {
                   floorMs: stat(x.floor),
                   storedProfile: x.profile,
                 });
-              });
-            }
-            await attempt(`continue ${plan.continueTokens} + 16`, async () => {
-              const x = await call('continue', { tokens: plan.continueTokens, newTokens: 16, reps: plan.continueReps });
-              res.continue.push({
-                ...tgt,
-                baseTokens: plan.continueTokens,
-                newTokens: 16,
-                prefillBaseMs: stat(x.prefill),
-                continueHotMs: stat(x.hot),
-                continueStoredMs: stat(x.stored),
-                freshMs: stat(x.fresh),
-              });
-            });
-            if (!plan.loop)
-              skipped.push({ what: `agent loop and agents, ${label}`, reason: 'too slow on a software WebGPU adapter (20 re-prefills of up to 1,014 tokens)' });
-            let chain: { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null = null;
-            if (plan.loop)
-              await attempt('agent loop', async () => {
-                const x = await call('agentLoop', { baseTokens: AGENT.baseTokens, deltas: AGENT_DELTAS, gen: AGENT.gen });
-                res.agentLoop.push(agentLoopResult(tgt, x));
-                chain = { chainBytes: x.health.bytesStored, chainLogicalBytes: x.health.logicalBytes, uniqueKvBytes: x.finalBytes, states: x.health.states };
-              });
-            if (plan.loop)
-              await attempt(`${plan.agents} agents on one base`, async () => {
-                const delta = 8;
-                const x = await call('agents', { tokens: 512, count: plan.agents, delta });
-                const c = chain as { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null;
-                res.storage.push({
-                  ...tgt,
-                  chainBytes: c?.chainBytes ?? NaN,
-                  chainLogicalBytes: c?.chainLogicalBytes ?? NaN,
-                  uniqueKvBytes: c?.uniqueKvBytes ?? NaN,
-                  ratio: c ? c.chainBytes / c.uniqueKvBytes : NaN,
-                  states: c?.states ?? 0,
-                  agents: plan.agents,
-                  agentDeltaTokens: delta,
-                  agentsBytes: x.agentsBytes,
-                  naiveAgentsBytes: x.naiveAgentsBytes,
-                  baseBytes: x.baseBytes,
-                });
-              });
-          } else {
-            for (const r of plan.mamba) {
-              await attempt(`mamba restore ${r.tokens}`, async () => {
-                const x = await call('restore', r);
+              } else {
                 const reprefill = stat(x.recompute);
                 const restore = stat(x.hot);
                 res.mambaRestore.push({
@@ -412,11 +424,31 @@ async function main() {
                   reprefillMs: reprefill,
                   restoreMs: restore,
                   restoreStoredMs: stat(x.stored),
-                  speedup: reprefill.median / restore.median,
+                  reprefillOverHotLookup: reprefill.median / restore.median,
                 });
-              });
-            }
+              }
+            });
           }
+          if (plan.agents > 0)
+            await attempt(`${plan.agents} agents on one base`, async () => {
+              const delta = 8;
+              const x = await call('agents', { tokens: 512, count: plan.agents, delta });
+              const c = chain as { chainBytes: number; chainLogicalBytes: number; uniqueKvBytes: number; states: number } | null;
+              res.storage.push({
+                ...tgt,
+                chainBytes: c?.chainBytes ?? NaN,
+                chainLogicalBytes: c?.chainLogicalBytes ?? NaN,
+                uniqueKvBytes: c?.uniqueKvBytes ?? NaN,
+                ratio: c ? c.chainBytes / c.uniqueKvBytes : NaN,
+                states: c?.states ?? 0,
+                agents: plan.agents,
+                agentDeltaTokens: delta,
+                agentsBytes: x.agentsBytes,
+                naiveAgentsBytes: x.naiveAgentsBytes,
+                baseBytes: x.baseBytes,
+              });
+            });
+          await call('close').catch(() => undefined);
         } finally {
           await page.close();
         }
@@ -427,9 +459,12 @@ async function main() {
     await server.close();
   }
 
-  res.codecs = readCodecRows(resultsDir, skipped);
-  res.mambaRestore.push(...readMambaRows(resultsDir, res.mambaRestore, skipped));
-  if (!res.codecs.length) skipped.push({ what: 'codec table', reason: 'no codec results in bench/results/ (bench/codec-table.ts writes them)' });
+  // The separate scripts' rows (marked as merged) complete a full run only; a quick or partial one shows what it measured.
+  if (res.mode === 'full') {
+    res.codecs = readCodecRows(resultsDir, skipped);
+    res.mambaRestore.push(...readMambaRows(resultsDir, res.mambaRestore, skipped));
+    if (!res.codecs.length) skipped.push({ what: 'codec table', reason: 'no codec results in bench/results/ (bench/codec-table.ts writes them)' });
+  }
   const end = os.loadavg();
   res.machine.loadAvgEnd = end.map((x) => Math.round(x * 100) / 100);
   // The 15-minute average at the end covers most of a long run; the start's 1-minute one covers a short run's beginning.
@@ -440,62 +475,13 @@ async function main() {
   res.durationS = (Date.now() - t0) / 1000;
 
   console.log(`\n${consoleSummary(res)}\n`);
-  const names = args.out ? [args.out] : ['latest', `latest-${res.mode}`];
-  for (const n of names) {
-    writeFileSync(join(resultsDir, `${n}.json`), JSON.stringify(res, null, 2) + '\n');
-    writeFileSync(join(resultsDir, `${n}.md`), toMarkdown(res));
-  }
-  console.log(`wrote ${names.map((n) => `bench/results/${n}.json and .md`).join(', ')} (${Math.round(res.durationS)} s)`);
-  if (args.readme && !args.out) writeReadme(res, join(resultsDir, 'latest.md'));
-}
-
-/** Medians of the worker's own timers over the cached steps; "other" is the wall time none of them covers (messaging, lookups). */
-function breakdown(steps: { ms: number; timings: Record<string, number> }[]): AgentLoopResult['cachedBreakdown'] {
-  const med = (f: (s: { ms: number; timings: Record<string, number> }) => number) => stat(steps.map(f)).median;
-  const part = (k: string) => med((s) => s.timings[k] ?? 0);
-  const known = ['restoreMs', 'prefillMs', 'generateMs', 'storeMs'];
-  return {
-    restoreMs: part('restoreMs'),
-    prefillMs: part('prefillMs'),
-    generateMs: part('generateMs'),
-    storeMs: part('storeMs'),
-    otherMs: med((s) => s.ms - known.reduce((a, k) => a + (s.timings[k] ?? 0), 0)),
-  };
-}
-
-type AgentLoopRaw = Awaited<ReturnType<Bench['agentLoop']>>;
-
-/** Totals and ratios of one agent-loop run. */
-function agentLoopResult(tgt: RunTarget, x: AgentLoopRaw): AgentLoopResult {
-  const sum = (a: number[]) => a.reduce((s, v) => s + v, 0);
-  const naiveTokens = sum(x.naive.map((s) => s.tokens));
-  const cachedTokensNoBase = sum(x.cached.map((s) => s.tokens));
-  const cachedTokens = x.baseProcessed + cachedTokensNoBase;
-  const naiveMs = sum(x.naive.map((s) => s.ms));
-  const naiveComputeMs = sum(x.naive.map((s) => s.computeMs));
-  const identical =
-    x.naive.length === x.cached.length && x.naive.every((s, i) => s.out.length === x.cached[i]!.out.length && s.out.every((t, j) => t === x.cached[i]!.out[j]));
-  return {
-    ...tgt,
-    steps: x.naive.length,
-    baseTokens: AGENT.baseTokens,
-    deltaTokens: x.deltaTokens,
-    newTokensPerStep: AGENT.gen,
-    naiveTokens,
-    cachedTokens,
-    cachedTokensNoBase,
-    tokensSavedPct: 100 * (1 - cachedTokens / naiveTokens),
-    naiveMs,
-    naiveComputeMs,
-    cachedMs: x.cachedMs,
-    cachedStepsMs: x.cachedMs - x.baseMs,
-    naiveStepMs: stat(x.naive.map((s) => s.ms)),
-    cachedStepMs: stat(x.cached.map((s) => s.ms)),
-    speedup: naiveMs / x.cachedMs,
-    speedupVsCompute: naiveComputeMs / x.cachedMs,
-    identicalOutputs: identical,
-    cachedBreakdown: breakdown(x.cached),
-  };
+  // A quick or narrowed run never replaces the full run's files or the README.
+  const jsonPath = join(resultsDir, `${out.name}.json`);
+  const mdPath = join(resultsDir, `${out.name}.md`);
+  writeFileSync(jsonPath, JSON.stringify(res, null, 2) + '\n');
+  writeFileSync(mdPath, toMarkdown(res));
+  console.log(`wrote ${relative(REPO_ROOT, jsonPath)} and ${relative(REPO_ROOT, mdPath)} (${Math.round(res.durationS)} s)`);
+  if (args.readme && out.readme) writeReadme(res, mdPath);
 }
 
 main().catch((e) => {

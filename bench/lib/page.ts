@@ -1,26 +1,39 @@
 /**
- * The benchmark page: it embeds statecart exactly as a web app would (the
- * client library and its worker) and offers each measurement as a method of
- * `window.bench`, which bench/run.ts calls through Playwright. It returns raw
- * samples; medians and ratios are made in Node (bench/lib/report.ts).
+ * The benchmark page: it embeds statecart as a web app would (the client
+ * library and its worker, reached only through ./statecart-adapter.ts) beside
+ * the plain baseline (./plain-worker.ts: the same model, runtime and threads,
+ * no statecart), and offers each measurement as a method of `window.bench`,
+ * which bench/run.ts calls through Playwright. Every time it returns is a
+ * page wall time around one awaited call; medians and ratios are made in
+ * Node (bench/lib/rows.ts).
  */
-import { createStatecart, type StatecartClient, type DeviceChoice } from '../../src/lib/index.ts';
+import type { DeviceChoice } from '../../src/lib/index.ts';
 import { StateStore } from '../../src/store/store.ts';
 import { blockChain, prefixKeys } from '../../src/core/state-key.ts';
+import { openStatecart, type Inferred, type StatecartHandle } from './statecart-adapter.ts';
+import { openPlain, type PlainHandle } from './plain.ts';
+import type { AgentLoopRaw, DecodeRaw, PrefillRaw, TimedCall, TtftRaw } from './rows.ts';
 
 export const BENCH_DB = 'statecart-bench';
 
-let sc: StatecartClient | null = null;
+let sc: StatecartHandle | null = null;
+let plain: PlainHandle | null = null;
 let arch: 'gpt2' | 'mamba' = 'gpt2';
+let maxTokens = Infinity;
 let corpus: number[] = [];
 let cursor = 0;
 
 const now = () => performance.now();
 const log = (...a: unknown[]) => console.log('[bench]', ...a);
 
-function client(): StatecartClient {
+function client(): StatecartHandle {
   if (!sc) throw new Error('bench: call start() first');
   return sc;
+}
+
+function plainApi(): PlainHandle['api'] {
+  if (!plain) throw new Error('bench: the plain worker is not loaded (call load() first)');
+  return plain.api;
 }
 
 /** A seeded text with a varied vocabulary, so that tokens look like prose and never repeat in a way a cache could exploit. */
@@ -47,11 +60,14 @@ function corpusText(words: number): string {
   return out.join(' ');
 }
 
+/** Bases are the corpus' first tokens; deltas come from past the longest base, so a delta never repeats a base's text. */
+const DELTAS_FROM = 1024;
+
 /** `n` tokens from the corpus that no earlier call handed out (until the corpus wraps). */
 function take(n: number): number[] {
   const out: number[] = [];
   while (out.length < n) {
-    if (cursor >= corpus.length) cursor = 1;
+    if (cursor >= corpus.length) cursor = DELTAS_FROM;
     out.push(corpus[cursor++]!);
   }
   return out;
@@ -71,15 +87,20 @@ async function timed<T>(f: () => Promise<T>): Promise<{ ms: number; r: T }> {
   return { ms: now() - t, r };
 }
 
+/** One infer() with its page wall time, the tier it restored from checked. */
+async function timedInfer(q: { stateKey: string; deltaTokens: number[]; maxNewTokens: number }, tier?: string): Promise<TimedCall & { r: Inferred }> {
+  const { ms, r } = await timed(() => client().infer(q));
+  if (tier && r.tier !== tier) throw new Error(`bench: expected a restore from the ${tier} tier, got ${r.tier}`);
+  return { ms, timings: r.timings, r };
+}
+
+function fits(tokens: number, what: string): void {
+  if (tokens > maxTokens) throw new Error(`bench: ${what} needs ${tokens} positions; the model holds ${maxTokens}`);
+}
+
 const bench = {
   async start(o: { device: DeviceChoice; numThreads?: number }) {
-    sc = await createStatecart({
-      device: o.device,
-      modelsBase: new URL('/models/', location.href).href,
-      ortBase: new URL('/ort/', location.href).href,
-      dbName: BENCH_DB,
-      ...(o.numThreads ? { numThreads: o.numThreads } : {}),
-    });
+    sc = await openStatecart({ device: o.device, dbName: BENCH_DB, ...(o.numThreads ? { numThreads: o.numThreads } : {}) });
     await sc.clearStore();
     return true;
   },
@@ -108,70 +129,173 @@ const bench = {
     };
   },
 
-  async load(model: string, device: DeviceChoice) {
+  /**
+   * Loads the model in the statecart worker, then in the plain worker with the
+   * thread count the statecart worker reports, and warms both up with one
+   * short run (a first run is slower and would count against whichever went first).
+   */
+  async load(model: string, device: DeviceChoice, o: { plain: boolean }) {
     const c = client();
-    const { ms, r: info } = await timed(() => c.loadModel(model, { device }));
+    const { ms, r: info } = await timed(() => c.loadModel(model, device));
     arch = info.arch;
     const h = await c.health();
     // The GPT-2 tokenizer is shared by both architectures.
     corpus = await c.tokenize(corpusText(6000));
-    cursor = 1;
-    log(`${model} loaded on ${info.device} in ${Math.round(ms)} ms; corpus ${corpus.length} tokens; threads ${h.threads}`);
-    return { wallMs: ms, info, threads: h.threads, crossOriginIsolated: h.crossOriginIsolated };
+    cursor = DELTAS_FROM;
+    maxTokens = arch === 'gpt2' ? 1024 : Infinity;
+    await c.probe(take(8));
+    let plainLoad: { wallMs: number; threads: number; fingerprintMatches: boolean; sameEnv: boolean } | null = null;
+    if (o.plain) {
+      plain?.terminate();
+      plain = await openPlain(h.threads);
+      const p = await timed(() => plainApi().load({ model, arch, device: info.device === 'webgpu' ? 'webgpu' : 'wasm' }));
+      await plainApi().generate({ tokens: take(8), maxNewTokens: 1 });
+      plainLoad = { wallMs: p.ms, threads: p.r.threads, fingerprintMatches: p.r.fingerprint === info.fingerprint, sameEnv: p.r.sameEnv };
+    }
+    const threads = (await c.health()).threads;
+    log(
+      `${model} loaded on ${info.device} in ${Math.round(ms)} ms; corpus ${corpus.length} tokens; threads ${threads}` +
+        (plainLoad ? `; plain worker ${Math.round(plainLoad.wallMs)} ms, threads ${plainLoad.threads}` : ''),
+    );
+    return { wallMs: ms, info, threads, crossOriginIsolated: h.crossOriginIsolated, plain: plainLoad };
   },
 
-  /** State Pack's loop, once without the cache and once with it, on the same token stream. */
-  async agentLoop(o: { baseTokens: number; deltas: number[]; gen: number }) {
+  /**
+   * State Pack's loop, plain and cached, step by step in turn (so that load on
+   * the machine falls on both alike). Plain: each step prefills the whole text
+   * so far and generates. Cached: createState(base) once, then each step is
+   * infer() from the previous state. Each side continues its own outputs.
+   */
+  async agentLoop(o: {
+    baseTokens: number;
+    deltas: number[];
+    gen: number;
+  }): Promise<AgentLoopRaw & { health: { bytesStored: number; logicalBytes: number; states: number }; finalBytes: number }> {
     const c = client();
+    const p = plainApi();
     const baseToks = base(o.baseTokens);
     const deltas = o.deltas.map((n) => take(n));
-    const naive: { ms: number; computeMs: number; tokens: number; out: number[] }[] = [];
-    let hist = baseToks;
-    for (let i = 0; i < deltas.length; i++) {
-      // A cleared store: nothing of the earlier steps can be reused.
-      await c.clearStore();
-      const full = [...hist, ...deltas[i]!];
-      const t = now();
-      const cs = await c.createState({ tokens: full });
-      const inf = await c.infer({ stateKey: cs.stateKey, maxNewTokens: o.gen });
-      const ms = now() - t;
-      naive.push({
-        ms,
-        computeMs: cs.timings.prefillMs + inf.timings.prefillMs + inf.timings.generateMs,
-        tokens: cs.processed + inf.savings.tokensProcessed,
-        out: inf.outputTokens,
-      });
-      hist = [...full, ...inf.outputTokens];
-      log(`naive step ${i + 1}/${deltas.length}: ${full.length} tokens, ${Math.round(ms)} ms`);
-    }
+    fits(o.baseTokens + o.deltas.reduce((a, b) => a + b, 0) + o.deltas.length * o.gen, 'the agent loop');
     await c.clearStore();
-    const t0 = now();
-    const cs = await c.createState({ tokens: baseToks });
-    const baseMs = now() - t0;
-    let key = cs.stateKey;
-    const cached: { ms: number; tokens: number; tier: string; out: number[]; timings: Record<string, number> }[] = [];
+    const b = await timed(() => c.createState(baseToks));
+    let key = b.r.stateKey;
+    let hist = baseToks;
+    const plainSteps: AgentLoopRaw['plain'] = [];
+    const cached: AgentLoopRaw['cached'] = [];
     for (let i = 0; i < deltas.length; i++) {
-      const t = now();
-      const inf = await c.infer({ stateKey: key, deltaTokens: deltas[i]!, maxNewTokens: o.gen });
-      const ms = now() - t;
-      cached.push({ ms, tokens: inf.savings.tokensProcessed, tier: inf.tier, out: inf.outputTokens, timings: inf.timings });
-      key = inf.newStateKey;
+      const text = [...hist, ...deltas[i]!];
+      const ps = await timed(() => p.generate({ tokens: text, maxNewTokens: o.gen }));
+      plainSteps.push({ ms: ps.ms, tokens: text.length + o.gen - 1, out: ps.r.outputTokens });
+      hist = [...text, ...ps.r.outputTokens];
+      const cs = await timedInfer({ stateKey: key, deltaTokens: deltas[i]!, maxNewTokens: o.gen });
+      cached.push({ ms: cs.ms, timings: cs.timings, tokens: cs.r.tokensProcessed, tier: cs.r.tier, out: cs.r.outputTokens });
+      key = cs.r.newStateKey;
+      log(`agent step ${i + 1}/${deltas.length}: ${text.length} tokens; plain ${Math.round(ps.ms)} ms, cached ${Math.round(cs.ms)} ms (${cs.r.tier})`);
     }
-    const cachedMs = now() - t0;
-    log(`cached loop: ${Math.round(cachedMs)} ms`);
     const h = await c.health();
-    const final = await c.getState(key);
     return {
-      baseProcessed: cs.processed,
-      baseMs,
-      cachedMs,
-      naive,
-      cached,
+      baseTokens: o.baseTokens,
+      gen: o.gen,
       deltaTokens: o.deltas,
+      baseMs: b.ms,
+      baseProcessed: b.r.processed,
+      plain: plainSteps,
+      cached,
       health: { bytesStored: h.bytesStored, logicalBytes: h.logicalBytes, states: h.statesStored },
-      finalBytes: final.bytes,
-      finalTokens: final.tokens,
+      finalBytes: await c.stateBytes(key),
     };
+  },
+
+  /**
+   * Time to first token after `newTokens` new tokens on a `baseTokens`-token
+   * base. Each repetition: alone then hot on one set of new tokens, plain
+   * then stored (after dropHot()) on another (the pairs the targets compare,
+   * run in turn so that load on the machine falls on both alike).
+   */
+  async ttft(o: { baseTokens: number; newTokens: number; reps: number }): Promise<TtftRaw> {
+    const c = client();
+    const p = plainApi();
+    fits(o.baseTokens + o.newTokens + 1, `a ${o.baseTokens} + ${o.newTokens} first token`);
+    const baseToks = base(o.baseTokens);
+    await c.clearStore();
+    const { stateKey } = await c.createState(baseToks);
+    const raw: TtftRaw = { baseTokens: o.baseTokens, newTokens: o.newTokens, alone: [], plain: [], hot: [], stored: [], identicalFirstToken: true };
+    // Deltas that begin alike would let a later one reuse a token of an earlier one's stored state (a real hit, but not this measurement).
+    const firsts = new Set<number>();
+    const fresh = () => {
+      for (;;) {
+        const d = take(o.newTokens);
+        if (!firsts.has(d[0]!)) {
+          firsts.add(d[0]!);
+          return d;
+        }
+      }
+    };
+    const reusedBase = (x: { r: Inferred }) => {
+      if (x.r.tokensReused !== o.baseTokens) throw new Error(`bench: expected the ${o.baseTokens}-token base reused, got ${x.r.tokensReused}`);
+    };
+    for (let r = 0; r < o.reps; r++) {
+      const d1 = fresh();
+      raw.alone.push((await timed(() => p.generate({ tokens: d1, maxNewTokens: 1 }))).ms);
+      const h = await timedInfer({ stateKey, deltaTokens: d1, maxNewTokens: 1 }, 'hot');
+      reusedBase(h);
+      raw.hot.push(h);
+      // The hot path's first token against a plain run of the same text, once per row.
+      if (r === 0 && (await p.generate({ tokens: [...baseToks, ...d1], maxNewTokens: 1 })).outputTokens[0] !== h.r.outputTokens[0])
+        raw.identicalFirstToken = false;
+      const d2 = fresh();
+      const pl = await timed(() => p.generate({ tokens: [...baseToks, ...d2], maxNewTokens: 1 }));
+      raw.plain.push(pl.ms);
+      await c.dropHot();
+      const s = await timedInfer({ stateKey, deltaTokens: d2, maxNewTokens: 1 }, 'stored');
+      reusedBase(s);
+      raw.stored.push(s);
+      if (pl.r.outputTokens[0] !== s.r.outputTokens[0]) raw.identicalFirstToken = false;
+    }
+    log(
+      `ttft ${o.baseTokens} + ${o.newTokens}: alone ${Math.round(raw.alone[0]!)} ms, hot ${Math.round(raw.hot[0]!.ms)} ms, plain ${Math.round(raw.plain[0]!)} ms, stored ${Math.round(raw.stored[0]!.ms)} ms`,
+    );
+    return raw;
+  },
+
+  /**
+   * One generated token's cost at `context` tokens: infer() generating 1 and
+   * 1 + extraTokens on the same hot base, in pairs (after one unmeasured pair,
+   * which also stores both results, so later pairs store nothing); the same
+   * in the plain worker from a held state.
+   */
+  async decode(o: { context: number; extraTokens: number; reps: number }): Promise<DecodeRaw> {
+    const c = client();
+    const p = plainApi();
+    const k = o.extraTokens;
+    fits(o.context + 1 + k, `decoding ${1 + k} tokens after ${o.context}`);
+    const toks = base(o.context);
+    await c.clearStore();
+    const { stateKey } = await c.createState(toks);
+    const one = () => timedInfer({ stateKey, deltaTokens: [], maxNewTokens: 1 }, 'hot');
+    const more = () => timedInfer({ stateKey, deltaTokens: [], maxNewTokens: 1 + k }, 'hot');
+    const raw: DecodeRaw = { context: o.context, extraTokens: k, pairs: [], plainPairs: [] };
+    await one();
+    const warm = await more();
+    if (warm.r.tokensProcessed > k + 2) throw new Error(`bench: decoding on a hot base ran ${warm.r.tokensProcessed} tokens; the base was recomputed`);
+    for (let r = 0; r < o.reps; r++) raw.pairs.push({ one: await one(), more: await more() });
+    await p.hold(toks);
+    await p.generateFromHeld(1 + k);
+    for (let r = 0; r < o.reps; r++) {
+      const a = await timed(() => p.generateFromHeld(1));
+      const b = await timed(() => p.generateFromHeld(1 + k));
+      raw.plainPairs.push({ one: a.ms, more: b.ms });
+    }
+    return raw;
+  },
+
+  /** Plain prefill of `tokens` tokens (and the first token's pick), nothing stored. */
+  async prefill(o: { tokens: number; reps: number }): Promise<PrefillRaw> {
+    const p = plainApi();
+    const toks = base(o.tokens);
+    const ms: number[] = [];
+    for (let r = 0; r < o.reps; r++) ms.push((await timed(() => p.generate({ tokens: toks, maxNewTokens: 1 }))).ms);
+    return { tokens: o.tokens, ms };
   },
 
   /** Recompute a base vs restore it from the hot tier and from IndexedDB, and the raw read floor. */
@@ -184,9 +308,9 @@ const bench = {
     let bytes = 0;
     for (let r = 0; r < o.reps; r++) {
       await c.clearStore();
-      const { ms, r: cs } = await timed(() => c.createState({ tokens: toks }));
+      const { ms, r: cs } = await timed(() => c.createState(toks));
       recompute.push(ms);
-      recomputePrefill.push(cs.timings.prefillMs);
+      recomputePrefill.push(cs.prefillMs);
       key = cs.stateKey;
       bytes = cs.bytes;
       if (cs.processed !== toks.length) throw new Error(`bench: recompute reused ${cs.reused} tokens; the store was not empty`);
@@ -197,17 +321,15 @@ const bench = {
     const storedFirst: number[] = [];
     const floor: number[] = [];
     for (let r = 0; r < o.reps; r++) {
-      const { ms, r: inf } = await timed(() => c.infer({ stateKey: key, deltaTokens: probeDelta(), maxNewTokens: 0 }));
-      if (inf.tier !== 'hot') throw new Error(`bench: expected a hot restore, got ${inf.tier}`);
-      hot.push(inf.timings.restoreMs);
-      hotFirst.push(ms);
+      const x = await timedInfer({ stateKey: key, deltaTokens: probeDelta(), maxNewTokens: 0 }, 'hot');
+      hot.push(x.timings.restoreMs);
+      hotFirst.push(x.ms);
     }
     for (let r = 0; r < o.reps; r++) {
       await c.dropHot();
-      const { ms, r: inf } = await timed(() => c.infer({ stateKey: key, deltaTokens: probeDelta(), maxNewTokens: 0 }));
-      if (inf.tier !== 'stored') throw new Error(`bench: expected a restore from IndexedDB, got ${inf.tier}`);
-      stored.push(inf.timings.restoreMs);
-      storedFirst.push(ms);
+      const x = await timedInfer({ stateKey: key, deltaTokens: probeDelta(), maxNewTokens: 0 }, 'stored');
+      stored.push(x.timings.restoreMs);
+      storedFirst.push(x.ms);
     }
     for (let r = 0; r < o.reps; r++) floor.push(await rawReadFloor(key));
     const profile = await profileStoredRestore(key);
@@ -215,47 +337,28 @@ const bench = {
     return { stateBytes: bytes, recompute, recomputePrefill, hot, hotFirst, stored, storedFirst, floor, profile };
   },
 
-  /** Prefill a base vs continue it by `newTokens` (issue #3), and the new tokens with no base. */
-  async continue(o: { tokens: number; newTokens: number; reps: number }) {
-    const c = client();
-    const toks = base(o.tokens);
-    await c.clearStore();
-    const prefill: number[] = [];
-    for (let r = 0; r < o.reps; r++) prefill.push((await timed(() => c.probe({ tokens: toks }))).ms);
-    const cs = await c.createState({ tokens: toks });
-    const hot: number[] = [];
-    const stored: number[] = [];
-    const fresh: number[] = [];
-    for (let r = 0; r < o.reps; r++) {
-      const { ms, r: inf } = await timed(() => c.infer({ stateKey: cs.stateKey, deltaTokens: take(o.newTokens), maxNewTokens: 0 }));
-      if (inf.tier !== 'hot') throw new Error(`bench: expected a hot continuation, got ${inf.tier}`);
-      hot.push(ms);
-    }
-    for (let r = 0; r < o.reps; r++) {
-      await c.dropHot();
-      const { ms, r: inf } = await timed(() => c.infer({ stateKey: cs.stateKey, deltaTokens: take(o.newTokens), maxNewTokens: 0 }));
-      if (inf.tier !== 'stored') throw new Error(`bench: expected a continuation from IndexedDB, got ${inf.tier}`);
-      stored.push(ms);
-    }
-    for (let r = 0; r < o.reps; r++) {
-      const t = take(o.newTokens);
-      fresh.push((await timed(() => c.probe({ tokens: t }))).ms);
-    }
-    return { prefill, hot, stored, fresh };
-  },
-
   /** One base and `count` agents continuing it: bytes stored vs one copy per agent. */
   async agents(o: { tokens: number; count: number; delta: number }) {
     const c = client();
     await c.clearStore();
-    const cs = await c.createState({ tokens: base(o.tokens) });
+    const cs = await c.createState(base(o.tokens));
     let copies = 0;
     for (let i = 0; i < o.count; i++) {
       const inf = await c.infer({ stateKey: cs.stateKey, deltaTokens: take(o.delta), maxNewTokens: 0 });
-      copies += (await c.getState(inf.newStateKey)).bytes;
+      copies += await c.stateBytes(inf.newStateKey);
     }
     const h = await c.health();
     return { baseBytes: cs.bytes, agentsBytes: h.bytesStored, naiveAgentsBytes: copies };
+  },
+
+  /** Stops both workers (the store stays). */
+  async close() {
+    await plain?.api.dispose().catch(() => undefined);
+    plain?.terminate();
+    plain = null;
+    sc?.terminate();
+    sc = null;
+    return true;
   },
 };
 
@@ -266,21 +369,25 @@ const bench = {
  */
 async function profileStoredRestore(key: string) {
   const store = new StateStore({ dbName: BENCH_DB });
-  const m = await store.getManifest(key);
-  if (!m) throw new Error(`bench: no manifest for ${key}`);
-  let t = now();
-  const keys = await prefixKeys(m.modelFp, m.tokens);
-  const prefixKeysMs = now() - t;
-  t = now();
-  await store.getManifests(keys);
-  const manifestsMs = now() - t;
-  t = now();
-  if (m.arch === 'gpt2') await blockChain(m.modelFp, m.tokens);
-  const blockChainMs = now() - t;
-  t = now();
-  await store.getState(key);
-  const getStateMs = now() - t;
-  return { prefixKeysMs, manifestsMs, blockChainMs, getStateMs };
+  try {
+    const m = await store.getManifest(key);
+    if (!m) throw new Error(`bench: no manifest for ${key}`);
+    let t = now();
+    const keys = await prefixKeys(m.modelFp, m.tokens);
+    const prefixKeysMs = now() - t;
+    t = now();
+    await store.getManifests(keys);
+    const manifestsMs = now() - t;
+    t = now();
+    if (m.arch === 'gpt2') await blockChain(m.modelFp, m.tokens);
+    const blockChainMs = now() - t;
+    t = now();
+    await store.getState(key);
+    const getStateMs = now() - t;
+    return { prefixKeysMs, manifestsMs, blockChainMs, getStateMs };
+  } finally {
+    store.close();
+  }
 }
 
 /** A raw IndexedDB read of a stored state's blobs plus SHA-256 of their bytes: what no restore can beat. */

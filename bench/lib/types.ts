@@ -1,6 +1,13 @@
 /**
- * The shape of bench/results/latest.json. Every timing is in milliseconds;
- * a Stat is the median of its samples, with min and max beside it.
+ * The shape of bench/results/latest.json (format 2). Every timing is in
+ * milliseconds. A Stat is the median of its samples, with min and max beside
+ * it. User-facing times are wall times in the page, from the awaited call to
+ * its result; the worker's own timers appear only in the labelled breakdowns.
+ *
+ * "Plain" is what a page without statecart pays: a second worker of the bench
+ * page loads the same model files with the same runtime, device and thread
+ * count through the project's model layer, and runs prefill of the whole text
+ * plus greedy generation, with no hashing and no store (bench/lib/plain-worker.ts).
  */
 
 export interface Stat {
@@ -20,67 +27,120 @@ export interface RunTarget {
   softwareAdapter?: boolean;
 }
 
-export interface AgentLoopResult extends RunTarget {
+/**
+ * Where one statecart call's page wall time goes (medians over its samples):
+ * the engine's own timers, the rest of the engine's time that none of them
+ * covers (manifest lookup, receipt), and the rest of the wall time (the
+ * page ↔ worker messages and the worker's queue).
+ */
+export interface StepBreakdown {
+  restoreMs: number;
+  prefillMs: number;
+  generateMs: number;
+  storeMs: number;
+  engineOtherMs: number;
+  messagingMs: number;
+}
+
+/** State Pack's agent loop: a base, then steps that each add a delta and generate. */
+export interface AgentLoopRow extends RunTarget {
   steps: number;
   baseTokens: number;
   /** Delta tokens of each step, in order. */
   deltaTokens: number[];
   newTokensPerStep: number;
-  /** Input tokens the naive run (re-prefill of everything each step) put through the model. */
-  naiveTokens: number;
-  /** Input tokens the cached run put through the model, the base's first prefill included. */
+  /** Input tokens the plain run put through the model: each step's whole text, plus newTokensPerStep − 1 generated tokens run back in. */
+  plainTokens: number;
+  /** Input tokens the cached run put through the model, the base's prefill included (statecart also runs the last generated token, to store the state after it). */
   cachedTokens: number;
-  /** The same, without the base's first prefill (what a loop on an already-stored base pays). */
+  /** The same, without the base's prefill. */
   cachedTokensNoBase: number;
   tokensSavedPct: number;
-  /** Wall time of the 20 naive steps, each: createState(full text) in a cleared store + infer. */
-  naiveMs: number;
-  /** Of naiveMs, the model's work only (prefill + generation, no store writes). */
-  naiveComputeMs: number;
-  /** Wall time of the cached loop: createState(base) + 20 infers. */
+  /** Sum of the plain steps' page wall times. */
+  plainMs: number;
+  /** Page wall time of createState(base) plus the sum of the steps' infer() wall times. */
   cachedMs: number;
-  /** The same without the base's createState. */
+  /** Of cachedMs, createState(base). */
+  cachedBaseMs: number;
+  /** cachedMs without the base's creation: a loop on a base stored earlier. */
   cachedStepsMs: number;
-  naiveStepMs: Stat;
+  /** plainMs / cachedMs. */
+  speedupVsPlain: number;
+  /** plainMs / cachedStepsMs. */
+  speedupVsPlainBaseStored: number;
+  plainStepMs: Stat;
   cachedStepMs: Stat;
-  /** naiveMs / cachedMs. */
-  speedup: number;
-  /** naiveComputeMs / cachedMs: against a naive server that stores nothing. */
-  speedupVsCompute: number;
+  /** Every step's generated tokens are the same in the plain and the cached run. */
   identicalOutputs: boolean;
-  /** Where a cached step's time goes, as the worker times it (medians over the steps). */
-  cachedBreakdown: { restoreMs: number; prefillMs: number; generateMs: number; storeMs: number; otherMs: number };
+  /** Where a cached step's wall time goes. */
+  cachedBreakdown: StepBreakdown;
+}
+
+/**
+ * Time to first token: `newTokens` new tokens after a `baseTokens`-token
+ * base, up to the first generated token, page wall time (medians).
+ */
+export interface TtftRow extends RunTarget {
+  baseTokens: number;
+  newTokens: number;
+  /** Plain: the new tokens alone, no base (prefill + the first token). */
+  aloneMs: number;
+  /** statecart: infer(base in the in-memory tier, new tokens, 1 generated). */
+  hotMs: number;
+  /** statecart: the same with the base read from IndexedDB (after dropHot()). */
+  storedMs: number;
+  /** Plain: base + new tokens recomputed (prefill + the first token). */
+  plainMs: number;
+  /** The four as median (min–max). */
+  spread: { alone: Stat; hot: Stat; stored: Stat; plain: Stat };
+  hotBreakdown: StepBreakdown;
+  storedBreakdown: StepBreakdown;
+  /** The first generated token is the same in the plain, hot and stored runs, every repetition. */
+  identicalFirstToken: boolean;
+}
+
+/** Cost of one generated token at a given context length. */
+export interface DecodeRow extends RunTarget {
+  context: number;
+  /**
+   * statecart, page wall time: (infer generating 1 + extraTokens) − (infer generating 1)
+   * on the same hot base, divided by extraTokens; median over paired repetitions.
+   */
+  msPerToken: number;
+  spread: Stat;
+  extraTokens: number;
+  /** The engine's generation timer of the longer call, divided by the tokens it generated. */
+  workerMsPerToken: number;
+  /** Plain, page wall time: the same difference from a state held in the plain worker. */
+  plainMsPerToken: number;
+}
+
+/** Plain prefill throughput (no store, no hashing). */
+export interface PrefillRow extends RunTarget {
+  tokens: number;
+  /** tokens / median wall time. */
+  tokPerS: number;
+  ms: Stat;
 }
 
 export interface RestoreRow extends RunTarget {
   tokens: number;
   stateBytes: number;
-  /** createState of the text in a cleared store: prefill + store write. */
+  /** createState of the text in a cleared store: prefill + store write (page wall time). */
   recomputeMs: Stat;
-  /** Of recomputeMs, the prefill alone. */
+  /** Of recomputeMs, the prefill alone (the engine's timer). */
   recomputePrefillMs: Stat;
-  /** Restore from the in-memory tier (the worker's own restore timer). */
+  /** The engine's restore timer on a hit in the in-memory tier: a lookup in the worker, no data read. */
   hotMs: Stat;
-  /** Restore from IndexedDB after dropHot(), every blob digest-checked. */
+  /** The engine's restore timer on a read from IndexedDB after dropHot(), every blob digest-checked. */
   storedMs: Stat;
-  /** Wall time of infer(1 new token, 0 generated) on the hot / stored base: restore plus one token. */
+  /** Page wall time of infer(0 generated) that restores the base and computes its next-token logits. */
   hotFirstLogitsMs: Stat;
   storedFirstLogitsMs: Stat;
   /** Physical floor: a raw IndexedDB read of the same blobs plus SHA-256 of their bytes, in the page. */
   floorMs: Stat;
   /** One restore from IndexedDB cut into its steps (timed in the page), to show where the time goes. */
   storedProfile?: { prefixKeysMs: number; manifestsMs: number; blockChainMs: number; getStateMs: number };
-}
-
-/** Issue #3's measurement: prefill a base vs continue it by a few tokens. */
-export interface ContinueRow extends RunTarget {
-  baseTokens: number;
-  newTokens: number;
-  prefillBaseMs: Stat;
-  continueHotMs: Stat;
-  continueStoredMs: Stat;
-  /** The same new tokens with no base at all (a fresh prefill of just them). */
-  freshMs: Stat;
 }
 
 export interface StorageResult extends RunTarget {
@@ -104,22 +164,30 @@ export interface StorageResult extends RunTarget {
 export interface MambaRestoreRow extends RunTarget {
   tokens: number;
   stateBytes: number;
+  /** createState in a cleared store (page wall time). */
   reprefillMs: Stat;
+  /** The engine's restore timer, in-memory tier: a lookup in the worker. */
   restoreMs: Stat;
+  /** The engine's restore timer, from IndexedDB. */
   restoreStoredMs: Stat;
-  speedup: number;
+  /** reprefillMs / restoreMs (medians): a prefill against an in-worker lookup, not a user-facing speedup. */
+  reprefillOverHotLookup: number;
   /** Set when the row was merged from another script's output rather than measured in this run. */
   from?: string;
 }
 
 export interface LoadRow extends RunTarget {
-  /** Wall time of loadModel in the page (fetch + session creation). */
+  /** Page wall time of loadModel (fetch + session creation). */
   wallMs: number;
   /** The worker's own figure. */
   loadMs: number;
   adapter: string | null;
   deviceReason: string;
+  /** onnxruntime-web's WASM thread count in the statecart worker, read back after the load. */
   threads: number;
+  /** The plain worker's load (page wall time) and thread count; null when it did not run. */
+  plainWallMs: number | null;
+  plainThreads: number | null;
 }
 
 export interface CodecRow {
@@ -140,9 +208,9 @@ export interface SkipNote {
   reason: string;
 }
 
+/** The host, as Node sees it. */
 export interface MachineInfo {
   cores: number;
-  hardwareConcurrency: number;
   platform: string;
   node: string;
   cpuModel: string;
@@ -152,33 +220,51 @@ export interface MachineInfo {
   loadAvgEnd?: number[];
 }
 
+/** The browser, as the bench page sees it. */
 export interface BrowserInfo {
   name: string;
   version: string;
   userAgent: string;
+  /** navigator.hardwareConcurrency in the page (null: not recorded, format 1). */
+  hardwareConcurrency: number | null;
   crossOriginIsolated: boolean;
+  /** onnxruntime-web's WASM thread count in the statecart worker (read back after a WASM load). */
   threads: number;
+  /** The same in the plain worker, which is given the statecart worker's count (null: no plain worker ran). */
+  plainThreads: number | null;
   webgpuAdapter: string | null;
   webgpuSoftware: boolean | null;
 }
 
+export type BenchMode = 'full' | 'quick' | 'partial';
+
 export interface BenchResults {
-  version: 1;
-  mode: 'quick' | 'full';
+  version: 2;
+  /** full: every model, every row (latest.*, the README); quick: the tiny models (latest-quick.*); partial: anything narrowed by flags. */
+  mode: BenchMode;
+  /** The command that produced this file. */
+  command: string;
   date: string;
   commit: string;
+  /** Tracked files differed from the commit when the run started. */
   dirty: boolean;
   machine: MachineInfo;
   browser: BrowserInfo;
   devices: BenchDevice[];
   note: string;
   durationS: number;
+  /** What the less obvious figures mean, written by the run that made them. */
+  definitions: Record<string, string>;
   loads: LoadRow[];
-  agentLoop: AgentLoopResult[];
+  agentLoop: AgentLoopRow[];
+  ttft: TtftRow[];
+  decode: DecodeRow[];
+  prefill: PrefillRow[];
   restore: RestoreRow[];
-  continue: ContinueRow[];
   storage: StorageResult[];
   mambaRestore: MambaRestoreRow[];
   codecs: CodecRow[];
   skipped: SkipNote[];
+  /** Set when this object was read from a file of an older format (see bench/lib/upgrade.ts). */
+  upgradedFrom?: number;
 }

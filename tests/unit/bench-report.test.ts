@@ -1,10 +1,14 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  betweenMarkers,
   consoleSummary,
   fmtBytes,
   fmtMs,
   fmtRatio,
   fmtStat,
+  headlineRows,
   mdTable,
   readmeSection,
   replaceBetweenMarkers,
@@ -13,11 +17,23 @@ import {
   README_END,
   README_START,
 } from '../../bench/lib/report.ts';
-import type { AgentLoopResult, BenchResults, RestoreRow, StorageResult } from '../../bench/lib/types.ts';
+import { readResults } from '../../bench/lib/upgrade.ts';
+import { DEFINITIONS } from '../../bench/lib/definitions.ts';
+import type { AgentLoopRow, BenchResults, DecodeRow, RestoreRow, StepBreakdown, StorageResult, TtftRow } from '../../bench/lib/types.ts';
 
+const ROOT = join(import.meta.dirname, '..', '..');
 const s = (median: number, min = median, max = median, n = 3) => ({ median, min, max, n });
+const bd = (over: Partial<StepBreakdown> = {}): StepBreakdown => ({
+  restoreMs: 2,
+  prefillMs: 30,
+  generateMs: 20,
+  storeMs: 15,
+  engineOtherMs: 3,
+  messagingMs: 5,
+  ...over,
+});
 
-function agent(model: string, over: Partial<AgentLoopResult> = {}): AgentLoopResult {
+function agent(model: string, over: Partial<AgentLoopRow> = {}): AgentLoopRow {
   return {
     model,
     device: 'wasm',
@@ -25,21 +41,56 @@ function agent(model: string, over: Partial<AgentLoopResult> = {}): AgentLoopRes
     baseTokens: 512,
     deltaTokens: [12, 40, 10],
     newTokensPerStep: 4,
-    naiveTokens: 15541,
+    plainTokens: 15_481,
     cachedTokens: 1018,
     cachedTokensNoBase: 506,
-    tokensSavedPct: 100 * (1 - 1018 / 15541),
-    naiveMs: 60_000,
-    naiveComputeMs: 50_000,
+    tokensSavedPct: 100 * (1 - 1018 / 15_481),
+    plainMs: 60_000,
     cachedMs: 4_000,
+    cachedBaseMs: 2_500,
     cachedStepsMs: 1_500,
-    naiveStepMs: s(3000, 2000, 4000, 20),
+    speedupVsPlain: 15,
+    speedupVsPlainBaseStored: 40,
+    plainStepMs: s(3000, 2000, 4000, 20),
     cachedStepMs: s(75, 60, 90, 20),
-    speedup: 15,
-    speedupVsCompute: 12.5,
     identicalOutputs: true,
-    cachedBreakdown: { restoreMs: 2, prefillMs: 30, generateMs: 20, storeMs: 15, otherMs: 8 },
+    cachedBreakdown: bd(),
     ...over,
+  };
+}
+
+function ttft(model: string, baseTokens: number, over: Partial<TtftRow> = {}): TtftRow {
+  const alone = 40;
+  const hot = 50;
+  const stored = 200;
+  const plain = 3200;
+  return {
+    model,
+    device: 'wasm',
+    baseTokens,
+    newTokens: 16,
+    aloneMs: alone,
+    hotMs: hot,
+    storedMs: stored,
+    plainMs: plain,
+    spread: { alone: s(alone, 35, 60), hot: s(hot), stored: s(stored), plain: s(plain) },
+    hotBreakdown: bd({ storeMs: 12 }),
+    storedBreakdown: bd({ restoreMs: 150 }),
+    identicalFirstToken: true,
+    ...over,
+  };
+}
+
+function decode(model: string, context: number, msPerToken: number): DecodeRow {
+  return {
+    model,
+    device: 'wasm',
+    context,
+    msPerToken,
+    spread: s(msPerToken),
+    extraTokens: 16,
+    workerMsPerToken: msPerToken * 0.9,
+    plainMsPerToken: msPerToken * 0.8,
   };
 }
 
@@ -76,42 +127,56 @@ const storage: StorageResult = {
 
 function fixture(over: Partial<BenchResults> = {}): BenchResults {
   return {
-    version: 1,
+    version: 2,
     mode: 'full',
+    command: 'npm run bench',
     date: '2026-11-23T18:35:00.000Z',
     commit: '7c4f3b4e0d1234567890abcdef',
     dirty: false,
-    machine: { cores: 2, hardwareConcurrency: 2, platform: 'linux', node: 'v20', cpuModel: 'Test CPU', memoryGiB: 24, loadAvg: [1, 1, 1] },
+    machine: { cores: 2, platform: 'linux', node: 'v20', cpuModel: 'Test CPU', memoryGiB: 24, loadAvg: [1, 1, 1] },
     browser: {
       name: 'Chromium',
       version: '156.0',
       userAgent: 'ua',
+      hardwareConcurrency: 2,
       crossOriginIsolated: true,
       threads: 2,
+      plainThreads: 2,
       webgpuAdapter: 'google swiftshader',
       webgpuSoftware: true,
     },
     devices: ['wasm', 'webgpu'],
     note: 'Taken under load.',
     durationS: 321,
-    loads: [{ model: 'gpt2-shape', device: 'wasm', wallMs: 8123, loadMs: 8000, adapter: null, deviceReason: 'WASM was asked for', threads: 2 }],
-    agentLoop: [agent('tiny-gpt2', { identicalOutputs: false }), agent('gpt2-shape'), agent('tiny-gpt2', { device: 'webgpu', softwareAdapter: true })],
+    definitions: DEFINITIONS,
+    loads: [
+      {
+        model: 'gpt2-shape',
+        device: 'wasm',
+        wallMs: 8123,
+        loadMs: 8000,
+        adapter: null,
+        deviceReason: 'WASM was asked for',
+        threads: 2,
+        plainWallMs: 7000,
+        plainThreads: 2,
+      },
+    ],
+    agentLoop: [
+      agent('tiny-gpt2', { identicalOutputs: false, plainMs: 5000, cachedMs: 2000, speedupVsPlain: 2.5 }),
+      agent('gpt2-shape'),
+      agent('tiny-gpt2', { device: 'webgpu', softwareAdapter: true }),
+    ],
+    ttft: [ttft('tiny-gpt2', 512), ttft('gpt2-shape', 512), ttft('gpt2-shape', 1007, { storedMs: 400, plainMs: 5600 })],
+    decode: [decode('gpt2-shape', 64, 100), decode('gpt2-shape', 512, 120), decode('gpt2-shape', 1000, 140)],
+    prefill: [
+      { model: 'gpt2-shape', device: 'wasm', tokens: 512, tokPerS: 200, ms: s(2560) },
+      { model: 'mamba-130m-shape', device: 'wasm', tokens: 512, tokPerS: 50, ms: s(10_240) },
+    ],
     restore: [
       restore('tiny-gpt2', 512, 1400, 10, 110),
       { ...restore('gpt2-shape', 512, 2600, 3, 150), storedProfile: { prefixKeysMs: 4, manifestsMs: 90, blockChainMs: 1.5, getStateMs: 55 } },
       restore('gpt2-shape', 1024, 6200, 5, 300),
-    ],
-    continue: [
-      {
-        model: 'gpt2-shape',
-        device: 'wasm',
-        baseTokens: 512,
-        newTokens: 16,
-        prefillBaseMs: s(2600),
-        continueHotMs: s(100),
-        continueStoredMs: s(250),
-        freshMs: s(80),
-      },
     ],
     storage: [storage],
     mambaRestore: [
@@ -123,7 +188,7 @@ function fixture(over: Partial<BenchResults> = {}): BenchResults {
         reprefillMs: s(8600),
         restoreMs: s(4),
         restoreStoredMs: s(20),
-        speedup: 2150,
+        reprefillOverHotLookup: 2150,
       },
       {
         model: 'mamba-130m-shape',
@@ -133,7 +198,7 @@ function fixture(over: Partial<BenchResults> = {}): BenchResults {
         reprefillMs: s(900),
         restoreMs: s(3),
         restoreStoredMs: s(20),
-        speedup: 300,
+        reprefillOverHotLookup: 300,
         from: 'bench/mamba-restore.ts, 2026-11-23',
       },
     ],
@@ -173,6 +238,19 @@ function tableRows(md: string, heading: string): string[][] {
   return rows;
 }
 
+/** The README section's tables as rows of trimmed cells (its columns are padded). */
+function readmeRows(sec: string): string[][] {
+  return sec
+    .split('\n')
+    .filter((l) => l.startsWith('| ') && !/^\| -+ \|/.test(l))
+    .map((l) =>
+      l
+        .slice(2, -2)
+        .split(' | ')
+        .map((c) => c.trim()),
+    );
+}
+
 describe('bench report: numbers', () => {
   it('stat takes the median, min and max, whatever the order', () => {
     expect(stat([5, 1, 3])).toEqual({ median: 3, min: 1, max: 5, n: 3 });
@@ -187,6 +265,7 @@ describe('bench report: numbers', () => {
     expect(fmtMs(42.4)).toBe('42 ms');
     expect(fmtMs(2612)).toBe('2.61 s');
     expect(fmtMs(58_400)).toBe('58.4 s');
+    expect(fmtMs(-3.2)).toBe('-3.2 ms');
     expect(fmtMs(NaN)).toBe('—');
     expect(fmtBytes(512)).toBe('512 B');
     expect(fmtBytes(2_801_664)).toBe('2.7 MiB');
@@ -198,109 +277,189 @@ describe('bench report: numbers', () => {
     expect(fmtStat(s(10, 10, 10, 1))).toBe('10 ms');
   });
 
-  it('escapes pipes inside table cells', () => {
+  it('escapes pipes inside table cells, and pads columns when asked', () => {
     expect(mdTable(['a', 'b'], [['x|y', 'z']])).toBe('| a | b |\n| --- | --- |\n| x\\|y | z |');
+    expect(mdTable(['a', 'bb'], [['long cell', '→']], { pad: true })).toBe('| a         | bb  |\n| --------- | --- |\n| long cell | →   |');
+  });
+});
+
+describe('bench report: targets', () => {
+  it('sets each target against the plain baseline, naming both sides', () => {
+    const h = headlineRows(fixture());
+    expect(h.map((x) => [x.target, x.met])).toEqual([
+      ['≥ 12×', true], // 60 s / 4 s = 15×
+      ['≥ 3×', false], // tiny: 5 s / 2 s = 2.5×
+      ['≤ 1.5×', true], // 50 / 40 = 1.25×
+      ['≥ 15×', false], // 5.6 s / 400 ms = 14×
+      ['≤ 1.3×', false], // 140 / 100 = 1.4×
+      ['≥ 0.8×', false], // 50 / 200 = 0.25×
+    ]);
+    expect(h[0]!.measurement).toBe('20-step agent loop vs plain, gpt2-shape · WASM, 2 threads');
+    expect(h[0]!.measured).toBe('60.0 s plain → 4.00 s cached (15.0×); base stored earlier: 1.50 s (40.0×); outputs identical: yes');
+    expect(h[1]!.measured).toContain('5.00 s plain → 2.00 s cached (2.50×)');
+    expect(h[1]!.measured).toContain('outputs identical: NO');
+    expect(h[2]!.measurement).toContain('gpt2-shape · WASM');
+    expect(h[2]!.measured).toBe('50 ms hot vs 40 ms alone (1.25×); plain (base recomputed): 3.20 s');
+    expect(h[3]!.measurement).toContain('1,007-token base read from IndexedDB vs plain prefill of all 1,023 (1,024 positions with the token)');
+    expect(h[3]!.measured).toBe('5.60 s plain → 400 ms from IndexedDB (14.0×)');
+    expect(h[4]!.measured).toBe('100 ms/token at 64 → 140 ms/token at 1,000 (1.40×)');
+    expect(h[5]!.measurement).toContain('mamba-130m-shape vs gpt2-shape');
+    expect(h[5]!.measured).toBe('50.0 tok/s vs 200 tok/s (0.25×)');
+  });
+
+  it('says "not measured" rather than leave a target out', () => {
+    const h = headlineRows(fixture({ agentLoop: [], ttft: [], decode: [], prefill: [] }));
+    expect(h).toHaveLength(6);
+    for (const x of h) {
+      expect(x.measured).toBe('not measured in this run');
+      expect(x.met).toBeNull();
+    }
+  });
+
+  it('falls back to the tiny models when no big one ran', () => {
+    const h = headlineRows(
+      fixture({
+        ttft: [ttft('tiny-gpt2', 512)],
+        prefill: [
+          { model: 'tiny-gpt2', device: 'wasm', tokens: 512, tokPerS: 8000, ms: s(64) },
+          { model: 'tiny-mamba', device: 'wasm', tokens: 512, tokPerS: 4000, ms: s(128) },
+        ],
+      }),
+    );
+    expect(h[2]!.measurement).toContain('tiny-gpt2 · WASM');
+    expect(h[5]!.measurement).toContain('tiny-mamba vs tiny-gpt2');
+    expect(h[5]!.measured).toContain('(0.50×)');
   });
 });
 
 describe('bench report: latest.md', () => {
   const md = toMarkdown(fixture());
 
-  it('states the machine, the commit and the load it ran under', () => {
+  it('states the machine, the threads, the commit and the load it ran under', () => {
     expect(md).toContain('commit `7c4f3b4e0d`');
     expect(md).toContain('2 CPU cores (Test CPU)');
     expect(md).toContain('Chromium 156.0');
-    expect(md).toContain('WASM threads: 2');
+    expect(md).toContain('navigator.hardwareConcurrency 2');
+    expect(md).toContain('WASM threads 2 (plain worker: the same)');
     expect(md).toContain('google swiftshader (software)');
     expect(md).toContain('> Taken under load.');
     expect(toMarkdown(fixture({ dirty: true }))).toContain('commit `7c4f3b4e0d+dirty`');
+    const other = fixture();
+    other.browser.plainThreads = 1;
+    expect(toMarkdown(other)).toContain('(plain worker: 1, NOT the same)');
   });
 
-  it('writes one agent-loop row per run, with ratios from the numbers in the JSON', () => {
-    const rows = tableRows(md, "## Agent loop (State Pack's)");
+  it('opens with the targets and writes one agent-loop row per run', () => {
+    expect(md.indexOf('## Targets')).toBeLessThan(md.indexOf('## Agent loop vs plain'));
+    expect(tableRows(md, '## Targets')).toHaveLength(6);
+    const rows = tableRows(md, '## Agent loop vs plain');
     expect(rows).toHaveLength(3);
-    const [tiny, big, gpu] = rows;
-    expect(big![0]).toBe('gpt2-shape · WASM');
-    expect(big![1]).toBe('15,541');
-    expect(big![2]).toBe('1,018 (506 without)');
-    expect(big![3]).toBe('93.4%');
-    expect(big![6]).toBe('15.0×'); // 60 s / 4 s
-    expect(big![7]).toBe('12.5×'); // 50 s / 4 s
-    expect(big![8]).toBe('40.0×'); // 60 s / 1.5 s
-    expect(big![11]).toBe('yes');
-    expect(tiny![11]).toBe('NO');
-    expect(gpu![0]).toBe('tiny-gpt2 · WebGPU (software adapter)');
-    expect(md).toContain('- gpt2-shape · WASM: restore 2.0 ms, delta prefill 30 ms, generation 20 ms, store 15 ms, other 8.0 ms');
+    const big = rows[1]!;
+    expect(big.slice(0, 4)).toEqual(['gpt2-shape · WASM', '15,481', '1,018 (506 without)', '93.4%']);
+    expect(big.slice(4, 9)).toEqual(['60.0 s', '4.00 s', '15.0×', '1.50 s', '40.0×']);
+    expect(big[11]).toBe('yes');
+    expect(rows[0]![11]).toBe('NO');
+    expect(rows[2]![0]).toBe('tiny-gpt2 · WebGPU (software adapter)');
+    expect(md).toContain('- gpt2-shape · WASM: restore 2.0 ms, prefill 30 ms, generate 20 ms, store 15 ms, engine other 3.0 ms, messaging 5.0 ms');
   });
 
-  it('writes restore, continue, storage, Mamba, load and codec rows', () => {
-    const r = tableRows(md, '## Base-cache hit: restore vs re-prefill');
+  it('writes first-token, decode and prefill rows', () => {
+    const t = tableRows(md, '## Time to first token');
+    expect(t).toHaveLength(3);
+    expect(t[2]!.slice(0, 2)).toEqual(['gpt2-shape · WASM', '1,007 + 16']);
+    expect(t[0]!.slice(6)).toEqual(['1.25×', '64.0×', '16.0×', 'yes']);
+    expect(md).toContain('- gpt2-shape · WASM, 1,007 + 16, stored: restore 150 ms,');
+    const d = tableRows(md, '## Decode: one generated token by context length');
+    expect(d.map((r) => r[6])).toEqual(['1.00×', '1.20×', '1.40×']);
+    expect(d[2]!.slice(0, 6)).toEqual(['gpt2-shape · WASM', '1,000', '16', '140 ms', '126 ms', '112 ms']);
+    const p = tableRows(md, '## Prefill throughput (plain)');
+    expect(p[1]).toEqual(['mamba-130m-shape · WASM', '512', '10.2 s', '50.0 tok/s']);
+    expect(md).toContain('mamba-130m-shape ÷ gpt2-shape: 0.25× (target ≥ 0.8×).');
+  });
+
+  it('labels restore ratios as a lookup against a prefill', () => {
+    const r = tableRows(md, '## Restore: in-worker lookup and IndexedDB read vs prefill');
     expect(r).toHaveLength(3);
     expect(r[1]!.slice(0, 3)).toEqual(['gpt2-shape · WASM', '512', '18.0 MiB']);
-    expect(r[1]![7]).toBe('867×'); // 2,600 / 3
-    expect(r[1]![8]).toBe('17.3×'); // 2,600 / 150
+    expect(r[1]![9]).toBe('13.7×'); // 2,600 / (150 + 40)
+    expect(r[1]![10]).toBe('867×'); // 2,600 / 3: a lookup
+    expect(md).toContain('| recompute ÷ first logits stored | recompute ÷ hot lookup |');
     expect(md).toContain('- gpt2-shape · WASM, 512 tokens: prefix keys 4.0 ms, manifests 90 ms, block chain 1.5 ms, read 55 ms (floor 75 ms)');
-    expect(md.match(/prefix keys \d/g)).toHaveLength(1);
-    const c = tableRows(md, '## Prefill vs continue from a stored state');
-    expect(c[0]![7]).toBe('26.0×');
-    expect(c[0]![8]).toBe('1.25×');
-    const st = tableRows(md, '## Storage');
-    expect(st[0]![4]).toBe('1.000');
-    expect(st[0]![6]).toBe('100 × 8 tokens');
-    const m = tableRows(md, '## Mamba: restore vs re-prefill');
+    const m = tableRows(md, '## Mamba: in-worker lookup vs re-prefill');
     expect(m[0]!.slice(0, 3)).toEqual(['mamba-130m-shape · WASM', '1,024', '2.7 MiB']);
     expect(m[0]![6]).toBe('2,150×');
     expect(m[1]![0]).toBe('mamba-130m-shape · WebGPU *');
     expect(md).toContain('Rows marked * were merged from another run (bench/mamba-restore.ts, 2026-11-23), not measured in this one.');
-    expect(tableRows(md, '## Model load')[0]![1]).toBe('8.12 s');
+  });
+
+  it('writes storage, load, codec, definition and skip lines', () => {
+    const st = tableRows(md, '## Storage');
+    expect(st[0]![4]).toBe('1.000');
+    expect(st[0]![6]).toBe('100 × 8 tokens');
+    expect(tableRows(md, '## Model load')[0]!.slice(0, 6)).toEqual(['gpt2-shape · WASM', '8.12 s', '8.00 s', '2', '7.00 s', '2']);
     expect(tableRows(md, '## Codecs')).toEqual([
       ['gpt2-shape', 'fp32', '36.0 MiB', '0.00e+0', 'yes', ''],
       ['gpt2-shape', 'int8', '9.0 MiB', '1.23e-2', 'yes', 'yes'],
     ]);
-    expect(md).toContain('Merged from bench/results/codecs.json (2026-11-23): a separate run, not timed here.');
+    expect(md).toContain(`- decodeMsPerToken: ${DEFINITIONS.decodeMsPerToken}`);
     expect(md).toContain('- gpt2-shape on WebGPU: software adapter');
+    expect(md).toContain('_Generated by `npm run bench` at commit `7c4f3b4e0d` in 321 s;');
   });
 
   it('leaves out the sections a run has no rows for', () => {
-    const bare = toMarkdown(fixture({ agentLoop: [], mambaRestore: [], codecs: [], skipped: [] }));
+    const bare = toMarkdown(fixture({ agentLoop: [], ttft: [], decode: [], mambaRestore: [], codecs: [], skipped: [] }));
     expect(bare).not.toContain('## Agent loop');
+    expect(bare).not.toContain('## Time to first token');
+    expect(bare).not.toContain('## Decode');
     expect(bare).not.toContain('## Mamba');
     expect(bare).not.toContain('## Codecs');
     expect(bare).not.toContain('## Not measured');
-    expect(bare).toContain('## Base-cache hit');
+    expect(bare).toContain('## Targets');
+    expect(bare).toContain('## Restore');
   });
 });
 
 describe('bench report: README section', () => {
-  it("takes the headline figures from the biggest WASM model, beside the seeds' claims", () => {
-    const sec = readmeSection(fixture());
-    const rows = sec.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| measurement') && !l.startsWith('| ---'));
-    const byName = (p: string) => rows.find((l) => l.startsWith(`| ${p}`));
-    expect(byName('Agent loop, input tokens')).toContain('| 93% fewer | 93.4% fewer (15,541 → 1,018) | gpt2-shape |');
-    expect(byName('Agent loop, wall time')).toContain('15.0× faster (60.0 s → 4.00 s), 40.0× with the base already stored; outputs identical: yes');
-    expect(byName('Base-cache hit, 512 tokens')).toContain('| 0.951 s → 0.003 s | 2.60 s → 3.0 ms hot (867×)');
-    expect(byName('Base-cache hit, 1024 tokens')).toContain('6.20 s → 5.0 ms hot');
-    expect(byName('100 agents sharing one base')).toContain('(79.2× smaller)');
-    expect(byName('Continue a stored 512-token state by 16 tokens')).toContain(
-      '100 ms hot, 250 ms from IndexedDB, vs 2.60 s to prefill the base (26.0× / 10.4×)',
-    );
-    expect(byName('Mamba restore vs re-prefill, 1,024 tokens')).toContain('8.60 s → 4.0 ms (2,150×)');
-    expect(sec).toContain('[bench/results/latest.md](bench/results/latest.md)');
-    expect(readmeSection(fixture(), 'bench/results/latest-full.md')).toContain('[bench/results/latest-full.md](bench/results/latest-full.md)');
+  const sec = readmeSection(fixture());
+  const rows = readmeRows(sec);
+
+  it('puts the targets first, each against the plain baseline, then other figures of the same run', () => {
+    expect(rows[0]).toEqual(['measurement', 'target', 'this run', 'met']);
+    expect(rows[1]).toEqual([
+      '20-step agent loop vs plain, gpt2-shape · WASM, 2 threads',
+      '≥ 12×',
+      '60.0 s plain → 4.00 s cached (15.0×); base stored earlier: 1.50 s (40.0×); outputs identical: yes',
+      'yes',
+    ]);
+    const other = rows.slice(rows.findIndex((r) => r[0] === 'other figures of the same run'));
+    expect(other.map((r) => r[0])).toEqual([
+      'other figures of the same run',
+      'Agent loop input tokens, 20 steps on a 512-token base, gpt2-shape · WASM',
+      'First token after 16 new tokens on a 512-token base, gpt2-shape · WASM',
+      'Bytes stored, base + 20 chained steps, gpt2-shape · WASM',
+      '100 agents sharing one base, gpt2-shape · WASM',
+      'Model load, gpt2-shape · WASM',
+    ]);
+    expect(other[1]![1]).toBe('15,481 plain → 1,018 cached (93.4% fewer)');
+    expect(other[2]![1]).toBe('3.20 s plain → 50 ms hot (64.0×), 200 ms from IndexedDB (16.0×)');
+    expect(other[4]![1]).toContain('(79.2× smaller)');
   });
 
-  it('falls back to a tiny model when no big one ran', () => {
-    const sec = readmeSection(
-      fixture({
-        agentLoop: [agent('tiny-gpt2', { naiveTokens: 100, cachedTokens: 10, tokensSavedPct: 90 })],
-        restore: [],
-        storage: [],
-        mambaRestore: [],
-        loads: [],
-      }),
-    );
-    expect(sec).toContain('90.0% fewer (100 → 10) | tiny-gpt2 |');
-    expect(sec).not.toContain('Base-cache hit');
+  it('keeps in-worker lookups and merged rows out, and names the command, commit and machine', () => {
+    expect(sec).not.toMatch(/lookup/);
+    expect(sec).not.toContain('867×');
+    expect(sec).not.toContain('2,150×');
+    expect(sec).toContain('_Measured by `npm run bench` at commit `7c4f3b4e0d`, 2026-11-23 18:35 UTC; host: 2 CPU cores (Test CPU)');
+    expect(sec).toContain('navigator.hardwareConcurrency 2');
+    expect(sec).toContain('[bench/results/latest.md](bench/results/latest.md)');
+    expect(readmeSection(fixture({ dirty: true }))).toContain('at commit `7c4f3b4e0d` with uncommitted changes');
+  });
+
+  it('pads its tables, so that a Markdown formatter leaves it as it is', () => {
+    for (const table of sec.split('\n\n').filter((b) => b.startsWith('|'))) {
+      const lines = table.split('\n');
+      expect(new Set(lines.map((l) => [...l].length)).size, table).toBe(1);
+    }
   });
 
   it('replaces only what lies between the markers, and the same run twice gives the same file', () => {
@@ -308,14 +467,33 @@ describe('bench report: README section', () => {
     const once = replaceBetweenMarkers(doc, 'NEW TABLE')!;
     expect(once).toBe(`# Title\n\nintro\n\n${README_START}\nNEW TABLE\n${README_END}\n\n## After\nkept\n`);
     expect(replaceBetweenMarkers(once, 'NEW TABLE')).toBe(once);
+    expect(betweenMarkers(once)).toBe('NEW TABLE');
     expect(replaceBetweenMarkers('# no markers\n', 'x')).toBeNull();
     expect(replaceBetweenMarkers(`${README_END}\n${README_START}\n`, 'x')).toBeNull();
   });
 
   it('prints a console summary with one line per measurement', () => {
     const out = consoleSummary(fixture());
+    expect(out.split('\n').filter((l) => l.startsWith('target'))).toHaveLength(6);
     expect(out.split('\n').filter((l) => l.startsWith('agent loop'))).toHaveLength(3);
-    expect(out.split('\n').filter((l) => l.startsWith('restore'))).toHaveLength(3);
+    expect(out.split('\n').filter((l) => l.startsWith('ttft'))).toHaveLength(3);
+    expect(out.split('\n').filter((l) => l.startsWith('decode'))).toHaveLength(3);
     expect(out).toContain('identical: false');
+  });
+});
+
+describe('bench results in the repository', () => {
+  const latest = readResults(JSON.parse(readFileSync(join(ROOT, 'bench', 'results', 'latest.json'), 'utf8')));
+
+  it("the README's section is exactly what bench/results/latest.json gives", () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const got = betweenMarkers(readme);
+    expect(got, 'README.md has no <!-- bench:start --> / <!-- bench:end --> markers').not.toBeNull();
+    // Regenerate with: npx tsx bench/run.ts --from-json bench/results/latest.json
+    expect(got).toBe(readmeSection(latest).trim());
+  });
+
+  it('latest.json holds a full run (a quick or partial one writes files of its own)', () => {
+    expect(latest.mode).toBe('full');
   });
 });
