@@ -12,9 +12,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cpus } from 'node:os';
 import { StateStore } from '../src/store/store.ts';
-import { stateKey } from '../src/core/key-chain.ts';
+import { KeyChain, stateKey } from '../src/core/key-chain.ts';
 import { ALL_CODECS } from '../src/engine/codec-optimizer.ts';
-import { cutBlocks, decodeBlock, encodeBlock, tensorSpecs } from '../src/models/state-layout.ts';
+import { cutBlocks, decodeBlock, encodeBlock, tensorSpecs } from '../src/store/blocks.ts';
 import type { ModelState } from '../src/models/types.ts';
 
 function arg(name: string, dflt: string): string {
@@ -49,10 +49,10 @@ function synthState(): ModelState {
           }
         }
       }
-      tensors.push({ name: `layers.${l}.${kind}`, dims: [H, T, D], data });
+      tensors.push({ name: `layers.${l}.${kind}`, dims: [H, T, D], tokenAxis: 1, data });
     }
   }
-  return { arch: 'gpt2', tokens: Array.from({ length: T }, (_, i) => (i * 31 + 7) % 50257), tensors };
+  return { tokens: Array.from({ length: T }, (_, i) => (i * 31 + 7) % 50257), tensors };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -68,20 +68,28 @@ const stores = new Map<string, { store: StateStore; bytes: number; restore: numb
 for (const codec of ALL_CODECS) {
   const store = new StateStore({ dbName: `bench-restore-${codec}` });
   await store.clear();
-  const m = await store.putState({ state, modelId: 'gpt2-shape-synthetic', modelFp: fp, key, parent: null, receipt: null, codec });
-  stores.set(codec, { store, bytes: m.bytes, restore: [], decode: [], encoded: blocks.map((b) => encodeBlock('gpt2', specs, b, codec)) });
+  const { manifest: m } = await store.putState({
+    state,
+    chain: await KeyChain.create(fp, state.tokens),
+    modelId: 'gpt2-shape-synthetic',
+    modelFp: fp,
+    arch: 'gpt2',
+    parent: null,
+    codec,
+  });
+  stores.set(codec, { store, bytes: m.bytes, restore: [], decode: [], encoded: blocks.map((b) => encodeBlock(specs, b, codec)) });
 }
 for (let r = 0; r < RUNS + 1; r++) {
   for (const codec of ALL_CODECS) {
     const x = stores.get(codec)!;
     x.store.hot.clear();
     let t0 = performance.now();
-    const got = await x.store.getState({ stateKey: key });
+    const got = await x.store.getState(key);
     const ms = performance.now() - t0;
     if (got.tier !== 'stored') throw new Error('expected a stored read');
     // Decode alone (no IndexedDB, no digest): the codec's own cost.
     t0 = performance.now();
-    for (let i = 0; i < blocks.length; i++) decodeBlock('gpt2', specs, blocks[i]!.start, blocks[i]!.end, codec, x.encoded[i]!);
+    for (let i = 0; i < blocks.length; i++) decodeBlock(specs, blocks[i]!.start, blocks[i]!.end, codec, x.encoded[i]!);
     const dms = performance.now() - t0;
     if (r > 0) x.restore.push(ms), x.decode.push(dms); // the first run warms up the JIT
   }

@@ -95,7 +95,7 @@ try {
           const h = await sc.infer({ stateKey: key, deltaTokens: [deltaBase + d++], maxNewTokens: 0 });
           if (h.tier !== 'hot' || h.savings.tokensReused !== n) throw new Error(`hot restore came from ${h.tier}, reused ${h.savings.tokensReused}`);
           hot.push(h.timings.restoreMs);
-          await sc.dropHot();
+          await window.statecartTesting!.dropHot();
           const s = await sc.infer({ stateKey: key, deltaTokens: [deltaBase + d++], maxNewTokens: 0 });
           if (s.tier !== 'stored' || s.savings.tokensReused !== n) throw new Error(`stored restore came from ${s.tier}, reused ${s.savings.tokensReused}`);
           stored.push(s.timings.restoreMs);

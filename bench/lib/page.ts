@@ -9,7 +9,8 @@
  */
 import type { DeviceChoice } from '../../src/lib/index.ts';
 import { StateStore } from '../../src/store/store.ts';
-import { blockChain, prefixKeys } from '../../src/core/state-key.ts';
+import { KeyChain } from '../../src/core/key-chain.ts';
+import { isSliceable } from '../../src/core/state.ts';
 import { openStatecart, type Inferred, type StatecartHandle } from './statecart-adapter.ts';
 import { openPlain, type PlainHandle } from './plain.ts';
 import type { AgentLoopRaw, DecodeRaw, PrefillRaw, TimedCall, TtftRaw } from './rows.ts';
@@ -18,7 +19,7 @@ export const BENCH_DB = 'statecart-bench';
 
 let sc: StatecartHandle | null = null;
 let plain: PlainHandle | null = null;
-let arch: 'gpt2' | 'mamba' = 'gpt2';
+let sliceable = true;
 let maxTokens = Infinity;
 let corpus: number[] = [];
 let cursor = 0;
@@ -78,8 +79,8 @@ function base(n: number): number[] {
   return corpus.slice(0, n);
 }
 
-/** The smallest delta that makes infer() restore a state and compute its logits: GPT-2 re-runs the last token by itself, Mamba needs one new token. */
-const probeDelta = () => (arch === 'gpt2' ? [] : take(1));
+/** The smallest delta that makes infer() restore a state and compute its logits: a KV state re-runs its last token by itself, a fixed-size state (Mamba) keeps its logits but the bench gives it one new token, as a request would. */
+const probeDelta = () => (sliceable ? [] : take(1));
 
 async function timed<T>(f: () => Promise<T>): Promise<{ ms: number; r: T }> {
   const t = now();
@@ -137,18 +138,18 @@ const bench = {
   async load(model: string, device: DeviceChoice, o: { plain: boolean }) {
     const c = client();
     const { ms, r: info } = await timed(() => c.loadModel(model, device));
-    arch = info.arch;
+    sliceable = info.sliceable;
     const h = await c.health();
     // The GPT-2 tokenizer is shared by both architectures.
     corpus = await c.tokenize(corpusText(6000));
     cursor = DELTAS_FROM;
-    maxTokens = arch === 'gpt2' ? 1024 : Infinity;
+    maxTokens = info.maxTokens;
     await c.probe(take(8));
     let plainLoad: { wallMs: number; threads: number; fingerprintMatches: boolean; sameEnv: boolean } | null = null;
     if (o.plain) {
       plain?.terminate();
       plain = await openPlain(h.threads);
-      const p = await timed(() => plainApi().load({ model, arch, device: info.device === 'webgpu' ? 'webgpu' : 'wasm' }));
+      const p = await timed(() => plainApi().load({ model, device: info.device === 'webgpu' ? 'webgpu' : 'wasm' }));
       await plainApi().generate({ tokens: take(8), maxNewTokens: 1 });
       plainLoad = { wallMs: p.ms, threads: p.r.threads, fingerprintMatches: p.r.fingerprint === info.fingerprint, sameEnv: p.r.sameEnv };
     }
@@ -373,13 +374,16 @@ async function profileStoredRestore(key: string) {
     const m = await store.getManifest(key);
     if (!m) throw new Error(`bench: no manifest for ${key}`);
     let t = now();
-    const keys = await prefixKeys(m.modelFp, m.tokens);
+    const keys = (await KeyChain.create(m.modelFp, m.tokens)).keysFrom(1);
     const prefixKeysMs = now() - t;
     t = now();
     await store.getManifests(keys);
     const manifestsMs = now() - t;
     t = now();
-    if (m.arch === 'gpt2') await blockChain(m.modelFp, m.tokens);
+    if (isSliceable(m.tensors)) {
+      const chain = await KeyChain.create(m.modelFp, m.tokens);
+      for (let i = 0; i < Math.floor(m.tokens.length / 16); i++) chain.blockKey(i);
+    }
     const blockChainMs = now() - t;
     t = now();
     await store.getState(key);

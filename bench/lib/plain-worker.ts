@@ -10,8 +10,8 @@
 import * as Comlink from 'comlink';
 import { env } from '@huggingface/transformers';
 import * as ort from 'onnxruntime-web/webgpu';
-import { loadGpt2 } from '../../src/models/gpt2.ts';
-import { createMambaModel, type OrtLike } from '../../src/models/mamba.ts';
+import { loadModel } from '../../src/models/load.ts';
+import { findModel } from '../../src/models/registry.ts';
 import type { ModelState, StateModel } from '../../src/models/types.ts';
 
 let modelsBase = '';
@@ -44,17 +44,22 @@ function need(): StateModel {
 
 const wasmEnv = () => (env.backends.onnx as { wasm?: { wasmPaths?: unknown; numThreads?: number } }).wasm;
 
-/** `maxNewTokens` greedy tokens after `state`'s logits; the last one is not run back in (a plain page needs no state after it). */
-async function generateFrom(m: StateModel, state: ModelState, logits: Float32Array, maxNewTokens: number): Promise<number[]> {
+/**
+ * `maxNewTokens` greedy tokens after `state`'s logits, in one run of the model
+ * (as the engine generates); the last one is not run back in (a plain page
+ * needs no state after it).
+ */
+async function generateFrom(m: StateModel, state: ModelState | undefined, logits: Float32Array, maxNewTokens: number): Promise<number[]> {
   const out: number[] = [];
-  for (let i = 0; i < maxNewTokens; i++) {
-    const tok = argmax(logits);
-    out.push(tok);
-    if (i + 1 < maxNewTokens) {
-      const r = await m.prefill([tok], state);
-      state = r.state;
-      logits = r.logits;
+  const run = m.open(state);
+  try {
+    for (let i = 0; i < maxNewTokens; i++) {
+      const tok = argmax(logits);
+      out.push(tok);
+      if (i + 1 < maxNewTokens) logits = await run.feed([tok]);
     }
+  } finally {
+    run.close();
   }
   return out;
 }
@@ -73,33 +78,23 @@ const api = {
     }
   },
 
-  async load(o: { model: string; arch: 'gpt2' | 'mamba'; device: 'wasm' | 'webgpu' }) {
+  async load(o: { model: string; device: 'wasm' | 'webgpu' }) {
     const t0 = performance.now();
     const base = new URL(`${o.model}/`, modelsBase).href;
-    const readFile = (p: string) => fetchBytes(base + p);
-    if (o.arch === 'gpt2') {
-      env.allowLocalModels = true;
-      env.allowRemoteModels = false;
-      env.localModelPath = new URL(modelsBase).pathname;
-      model = await loadGpt2({ modelId: o.model, device: o.device, readFile });
-    } else {
-      model = await createMambaModel({
-        ort: ort as unknown as OrtLike,
-        baseUrl: base,
-        modelId: o.model,
-        device: o.device,
-        fetchBytes,
-        // The page tokenizes through statecart; this worker only runs token ids.
-        tokenizer: {
-          encode: () => {
-            throw new Error('plain worker: no tokenizer');
-          },
-          decode: () => '',
-        },
-        // Load time is not compared; the statecart worker checks these bytes.
-        verifyWeights: false,
-      });
-    }
+    const entry = findModel(o.model);
+    if (!entry) throw new Error(`plain worker: ${o.model} is not in the registry`);
+    env.allowLocalModels = true;
+    env.allowRemoteModels = false;
+    env.localModelPath = new URL(modelsBase).pathname;
+    // The same loader the statecart worker uses (src/models/load.ts).
+    model = await loadModel(entry.arch, {
+      modelId: o.model,
+      base,
+      device: o.device,
+      adapter: null,
+      deviceReason: 'bench',
+      readFile: (p) => fetchBytes(base + p),
+    });
     // onnxruntime-web sets this back to 1 when it cannot run threads (no cross-origin isolation).
     const threads = ort.env.wasm.numThreads ?? wasmEnv()?.numThreads ?? 1;
     return { loadMs: performance.now() - t0, fingerprint: model.fingerprint, device: model.device, threads, sameEnv: ort.env.wasm === wasmEnv() };

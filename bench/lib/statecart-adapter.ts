@@ -5,6 +5,7 @@
  * reads, in shapes of its own.
  */
 import { createStatecart, type DeviceChoice, type StatecartClient } from '../../src/lib/index.ts';
+import { testing } from '../../src/lib/testing.ts';
 
 export interface EngineTimings {
   totalMs: number;
@@ -32,7 +33,9 @@ export interface Created {
 }
 
 export interface LoadedInfo {
-  arch: 'gpt2' | 'mamba';
+  arch: string;
+  sliceable: boolean;
+  maxTokens: number;
   device: string;
   adapter: string | null;
   deviceReason: string;
@@ -64,8 +67,17 @@ export async function openStatecart(o: { device: DeviceChoice; dbName: string; n
   });
   return {
     async loadModel(model, device) {
-      const i = await sc.loadModel(model, { device });
-      return { arch: i.arch, device: i.device, adapter: i.adapter, deviceReason: i.deviceReason, fingerprint: i.fingerprint, loadMs: i.loadMs };
+      const i = await sc.loadModel({ model, device });
+      return {
+        arch: i.arch,
+        sliceable: i.sliceable,
+        maxTokens: i.maxTokens,
+        device: i.device,
+        adapter: i.adapter,
+        deviceReason: i.deviceReason,
+        fingerprint: i.fingerprint,
+        loadMs: i.loadMs,
+      };
     },
     async createState(tokens) {
       const r = await sc.createState({ tokens });
@@ -82,8 +94,8 @@ export async function openStatecart(o: { device: DeviceChoice; dbName: string; n
         timings: r.timings,
       };
     },
-    probe: (tokens) => sc.probe({ tokens }),
-    tokenize: (text) => sc.tokenize(text),
+    probe: (tokens) => testing(sc).probe({ tokens }),
+    tokenize: (text) => sc.tokenize({ text }),
     async health() {
       const h = await sc.health();
       return {
@@ -94,9 +106,9 @@ export async function openStatecart(o: { device: DeviceChoice; dbName: string; n
         statesStored: h.statesStored,
       };
     },
-    stateBytes: async (key) => (await sc.getState(key)).bytes,
+    stateBytes: async (key) => (await sc.getState({ stateKey: key })).bytes,
     clearStore: () => sc.clearStore(),
-    dropHot: () => sc.dropHot(),
+    dropHot: () => testing(sc).dropHot(),
     terminate: () => sc.terminate(),
   };
 }

@@ -179,6 +179,8 @@ export interface FileProgress {
 export interface ModelInfo {
   id: string;
   arch: string;
+  /** States can be cut by token (a KV cache); false for a fixed-size state. */
+  sliceable: boolean;
   device: string;
   adapter: string | null;
   deviceReason: string;

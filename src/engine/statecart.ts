@@ -57,6 +57,7 @@ export class LocalStatecart implements Statecart {
       const info: ModelInfo = {
         id: model.id,
         arch: model.arch,
+        sliceable: model.sliceable,
         device: model.device,
         adapter: model.adapter,
         deviceReason: model.deviceReason,

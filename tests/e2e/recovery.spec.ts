@@ -8,7 +8,8 @@ test('the client recovers from a crashed, exited or GPU-lost worker during a pre
     // Vite serves the library's source to the page; the path is the page's, not Node's.
     const lib = '/src/lib/index.ts';
     const { createStatecart } = (await import(/* @vite-ignore */ lib)) as typeof import('../../src/lib/index.ts');
-    const { testing } = (await import(/* @vite-ignore */ '/src/lib/testing.ts')) as typeof import('../../src/lib/testing.ts');
+    const testingLib = '/src/lib/testing.ts';
+    const { testing } = (await import(/* @vite-ignore */ testingLib)) as typeof import('../../src/lib/testing.ts');
     const restarts: string[] = [];
     const sc = await createStatecart({
       model: 'tiny-gpt2',

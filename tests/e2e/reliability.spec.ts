@@ -159,6 +159,7 @@ test('under a small byte budget: pinned states survive, least recent go first, s
   await page.goto('/?autoload=0');
   const r = await page.evaluate(async (LIB) => {
     const { createStatecart } = (await import(/* @vite-ignore */ LIB)) as typeof import('../../src/lib/index.ts');
+    const { testing } = (await import(/* @vite-ignore */ LIB.replace('index.ts', 'testing.ts'))) as typeof import('../../src/lib/testing.ts');
     const base = Array.from({ length: 48 }, (_, i) => (i * 97 + 3) % 50000);
     const perToken = 2 * 2 * 64 * 4; // tiny-gpt2: 2 layers × (K, V) × width 64 × fp32
     const budget = perToken * (48 + 4 * 20);
