@@ -28,7 +28,7 @@ export interface StatecartOptions {
   device?: DeviceChoice;
   /** URL of the local models folder (default: `models/` next to the page). */
   modelsBase?: string | URL;
-  /** URL of onnxruntime-web's wasm files (default: `ort/` next to the page). */
+  /** URL of onnxruntime-web's wasm files (default: the copies shipped with the library; from source, `ort/` next to the page). */
   ortBase?: string | URL;
   numThreads?: number;
   dbName?: string;
@@ -56,12 +56,20 @@ export interface StatecartClient extends Statecart {
   readonly restarts: number;
 }
 
+declare const __STATECART_LIB__: boolean | undefined;
+
+/** The runtime's files: where the app says, or (library build) the worker's own copies, or (source) `ort/` beside the page. */
+function ortBaseFor(ortBase: string | URL | undefined, here: string): string | undefined {
+  if (ortBase !== undefined) return new URL(ortBase, here).href;
+  return typeof __STATECART_LIB__ !== 'undefined' ? undefined : new URL('ort/', here).href;
+}
+
 export async function createStatecart(o: StatecartOptions = {}): Promise<StatecartClient> {
   registerWire();
   const here = typeof document !== 'undefined' ? document.baseURI : self.location.href;
   const init: InitOptions = {
     modelsBase: new URL(o.modelsBase ?? 'models/', here).href,
-    ortBase: new URL(o.ortBase ?? 'ort/', here).href,
+    ...(ortBaseFor(o.ortBase, here) ? { ortBase: ortBaseFor(o.ortBase, here) } : {}),
     device: o.device ?? 'auto',
     ...(o.numThreads ? { numThreads: o.numThreads } : {}),
     ...(o.dbName ? { dbName: o.dbName } : {}),

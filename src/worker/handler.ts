@@ -22,8 +22,8 @@ export interface DebugApi {
   dropHot(): Promise<void>;
   /** Last-position logits after `tokens` (on top of a stored state when given); stores nothing. */
   probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
-  /** Work counted since the worker started: tokens hashed, digests, manifest and blob reads. */
-  counters(): Promise<{ hashTokens: number; hashDigests: number; manifestReads: number; blobReads: number }>;
+  /** Work counted since the worker started: tokens hashed, digests, manifest and blob reads, and the requests of the last write transaction. */
+  counters(): Promise<{ hashTokens: number; hashDigests: number; manifestReads: number; blobReads: number; lastWriteRequests: number }>;
 }
 
 /**
@@ -85,6 +85,7 @@ export class WorkerHandler {
       hashDigests: hashStats.digests,
       manifestReads: readStats.manifests,
       blobReads: this.sc?.store.stats().blobReads ?? 0,
+      lastWriteRequests: this.sc?.store.stats().lastWriteRequests ?? 0,
     }),
   };
 

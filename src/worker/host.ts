@@ -9,12 +9,27 @@ import type { StateModel } from '../models/types.ts';
 import { pickDevice } from './device.ts';
 import { reportDeviceLost } from './device-lost.ts';
 
+declare const __STATECART_LIB__: boolean | undefined;
+declare const __STATECART_ORT_MJS__: string;
+declare const __STATECART_ORT_WASM__: string;
+
+/**
+ * onnxruntime-web's loader and wasm: from `ortBase` when given; in the library
+ * build, the copies shipped beside this worker (written as literal
+ * `new URL(file, import.meta.url)` so that an app's bundler copies them too).
+ */
+function ortPaths(ortBase: string | undefined): { mjs: string; wasm: string } {
+  if (!ortBase && typeof __STATECART_LIB__ !== 'undefined') return { mjs: __STATECART_ORT_MJS__, wasm: __STATECART_ORT_WASM__ };
+  const base = ortBase ?? new URL('ort/', self.location.href).href;
+  return { mjs: new URL('ort-wasm-simd-threaded.asyncify.mjs', base).href, wasm: new URL('ort-wasm-simd-threaded.asyncify.wasm', base).href };
+}
+
 /** What the page tells a new worker: where the models and the runtime's files are, and the store's settings. */
 export interface InitOptions {
   /** Absolute URL of the folder holding local models (`<id>/config.json` …). */
   modelsBase: string;
-  /** Absolute URL of the folder holding onnxruntime-web's .mjs/.wasm files. */
-  ortBase: string;
+  /** Absolute URL of the folder holding onnxruntime-web's .mjs/.wasm files (default: the library's own copies, or `ort/` beside the page). */
+  ortBase?: string;
   device?: DeviceChoice;
   numThreads?: number;
   dbName?: string;
@@ -43,10 +58,7 @@ export class BrowserModelHost implements ModelHost {
   constructor(private readonly o: InitOptions) {
     const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown; numThreads?: number } };
     if (onnx.wasm) {
-      onnx.wasm.wasmPaths = {
-        mjs: new URL('ort-wasm-simd-threaded.asyncify.mjs', o.ortBase).href,
-        wasm: new URL('ort-wasm-simd-threaded.asyncify.wasm', o.ortBase).href,
-      };
+      onnx.wasm.wasmPaths = ortPaths(o.ortBase);
       // numThreads is read once, when the first session is made.
       onnx.wasm.numThreads = o.numThreads ?? (self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
     }

@@ -144,3 +144,35 @@ test.describe('protocol on WASM through the library', () => {
     expect(r.same).toBe(true);
   });
 });
+
+test('typed errors cross the worker boundary as their own classes, with the facts they were written from', async ({ page }) => {
+  await openPage(page);
+  const r = await page.evaluate(async () => {
+    const lib = '/src/lib/index.ts';
+    const errors = (await import(/* @vite-ignore */ lib)) as typeof import('../../src/lib/index.ts');
+    const sc = window.statecart!;
+    const missing = 'sha256:' + 'ab'.repeat(32);
+    const out: Record<string, { cls: boolean; name: string; message: string; details: Record<string, unknown> }> = {};
+    const grab = async (label: string, p: Promise<unknown>, cls: new (...a: never[]) => Error) => {
+      try {
+        await p;
+        out[label] = { cls: false, name: 'none', message: 'no error', details: {} };
+      } catch (e) {
+        const x = e as Error & { details?: Record<string, unknown> };
+        out[label] = { cls: x instanceof cls && x instanceof errors.StatecartError, name: x.name, message: x.message, details: x.details ?? {} };
+      }
+    };
+    await grab('notFound', sc.infer({ stateKey: missing, delta: ' x' }), errors.StateNotFound);
+    const base = await sc.createState({ tokens: Array.from({ length: 1000 }, (_, i) => (i * 7 + 3) % 50000) });
+    await grab('overflow', sc.infer({ stateKey: base.stateKey, deltaTokens: [1, 2, 3], maxNewTokens: 30 }), errors.ContextOverflow);
+    await grab('cartridge', sc.importCartridge({ source: new Uint8Array([1, 2, 3]) }), errors.InvalidCartridge);
+    return out;
+  });
+  expect(r.notFound).toMatchObject({ cls: true, name: 'StateNotFound', details: { key: 'sha256:' + 'ab'.repeat(32) } });
+  expect(r.notFound!.message).toMatch(/createState/);
+  expect(r.overflow).toMatchObject({ cls: true, name: 'ContextOverflow', details: { limit: 1024, wanted: 1033, state: 1000, delta: 3, maxNewTokens: 30, op: 'infer' } });
+  expect(r.overflow!.message).toMatch(/compact/);
+  expect(r.cartridge).toMatchObject({ cls: true, name: 'InvalidCartridge' });
+  expect(r.cartridge!.message).toMatch(/^Invalid cartridge: /);
+  expect(typeof r.cartridge!.details.problem).toBe('string');
+});

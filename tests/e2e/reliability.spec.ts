@@ -113,7 +113,13 @@ test('the statecart worker closed in the middle of a write is replaced; the stor
     const { testing } = (await import(/* @vite-ignore */ LIB.replace('index.ts', 'testing.ts'))) as typeof import('../../src/lib/testing.ts');
     const sc = await createStatecart({ model: 'tiny-gpt2', device: 'wasm', heartbeatMs: 250, hangMs: 8000, dbName: 'reliability-client-crash' });
     const long = Array.from({ length: 316 }, (_, i) => (i * 31 + 7) % 50000);
-    const points = (window as unknown as { POINTS?: number[] }).POINTS ?? [1, 21, 41, 200, 334];
+    // How many IndexedDB requests the write makes when nothing goes wrong: the points spread over them, the last one included.
+    await sc.clearStore();
+    await sc.createState({ tokens: long.slice(0, 40) });
+    await sc.createState({ tokens: long.slice(0, 75) });
+    await sc.createState({ tokens: long });
+    const total = (await testing(sc).counters()).lastWriteRequests;
+    const points = (window as unknown as { POINTS?: number[] }).POINTS ?? [1, 21, 41, Math.floor(total * 0.6), total];
     const out = [];
     for (const k of points) {
       await sc.clearStore();
