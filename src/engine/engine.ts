@@ -1,11 +1,12 @@
 import type { ModelState, RunOptions, StateModel } from '../models/types.ts';
-import type { StateStore, Tier } from '../store/store.ts';
+import type { PutRequest, PutResult, StateStore } from '../store/store.ts';
 import type { Manifest } from '../store/records.ts';
 import { KeyChain, BLOCK_TOKENS } from '../core/key-chain.ts';
 import { ContextOverflow, CorruptBlob, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 import { truncateState } from '../core/state.ts';
 import { makeSampler, validateSampling } from './sampling.ts';
+import { findPrefix, type Found } from './lookup.ts';
 import type {
   CompactKeep,
   CompactRequest,
@@ -22,16 +23,6 @@ import type {
 } from './api.ts';
 
 const now = () => performance.now();
-
-/** The longest stored prefix found for a request. */
-interface Found {
-  /** Tokens of it (0: nothing found). */
-  reused: number;
-  state?: ModelState;
-  /** Its manifest, when it is a stored state (not a run of blocks). */
-  manifest?: Manifest;
-  tier?: Tier;
-}
 
 /**
  * The State Pack protocol, written against a StateModel and a StateStore only:
@@ -57,61 +48,14 @@ export class Engine {
     return model.tokenize(text);
   }
 
-  /**
-   * The longest prefix of the chain's tokens already computed, at least
-   * `minLen` long: a stored state whose key is one of the prefix keys, or
-   * (sliceable states) a run of stored 16-token blocks from the start. `known`
-   * is a state of length minLen the caller already holds the manifest of
-   * (infer's own state): its manifest is not read again. Lengths above
-   * `maxLen` are not looked at (the caller knows them absent).
-   */
-  async findPrefix(model: StateModel, chain: KeyChain, minLen = 1, known?: Manifest, maxLen = chain.length): Promise<Found> {
-    const n = maxLen;
-    if (n === 0 || minLen > n) return { reused: 0 };
-    const keys = chain.keysFrom(minLen, n);
-    // Hot tier first: no IndexedDB at all when a recent state matches.
-    const h = this.store.longestHot(keys);
-    if (h >= 0) {
-      const L = minLen + h;
-      const r = await this.store.getState(keys[h]!).catch((e: unknown) => {
-        if (e instanceof StateNotFound) return null;
-        throw e;
-      });
-      if (r) return { reused: L, state: r.state, manifest: r.manifest, tier: r.tier };
-    }
-    const ask = known ? keys.slice(1) : keys;
-    const manifests = [...(known ? [known] : []), ...(await this.store.getManifests(ask))];
-    let best = 0;
-    let bestManifest: Manifest | undefined;
-    for (let i = manifests.length - 1; i >= 0; i--) {
-      const m = manifests[i];
-      if (m && m.modelFp === model.fingerprint && !m.damaged) {
-        best = minLen + i;
-        bestManifest = m;
-        break;
-      }
-    }
-    let bestBlocks = 0;
-    if (model.sliceable) {
-      // Blocks inside a stored state are stored (under their chain names): look only past it.
-      const from = Math.floor(best / BLOCK_TOKENS);
-      bestBlocks = (await this.store.storedBlockRun(chain, from, Math.floor(n / BLOCK_TOKENS))) * BLOCK_TOKENS;
-      if (bestBlocks < minLen) bestBlocks = 0;
-    }
-    if (bestManifest && best >= bestBlocks) {
-      try {
-        const r = await this.store.restore(bestManifest);
-        return { reused: best, state: r.state, manifest: r.manifest, tier: r.tier };
-      } catch (e) {
-        // A damaged state is never served; fall back to what else there is, or recompute.
-        if (!(e instanceof CorruptBlob) && !(e instanceof StateNotFound)) throw e;
-        if (bestBlocks === 0) return { reused: 0 };
-      }
-    }
-    if (bestBlocks === 0) return { reused: 0 };
-    const state = await this.store.restoreBlockPrefix(chain, bestBlocks / BLOCK_TOKENS, model.stateSpecs);
-    if (!state) return { reused: 0 };
-    return { reused: bestBlocks, state, tier: 'stored' };
+  /** The longest stored prefix of the chain's tokens (src/engine/lookup.ts). */
+  findPrefix(model: StateModel, chain: KeyChain, minLen = 1, known?: Manifest, maxLen = chain.length): Promise<Found> {
+    return findPrefix(this.store, model, chain, minLen, known, maxLen);
+  }
+
+  /** Every state the protocol makes goes to the store through here. */
+  private save(input: PutRequest): Promise<PutResult> {
+    return this.store.putState(input);
   }
 
   /**
@@ -150,7 +94,7 @@ export class Engine {
     const inputs = input ? [input.key] : prefix.manifest ? [prefix.manifest.key] : [];
     const prev = (input ? input.receipt : prefix.manifest?.receipt) ?? null;
     const processed = rest.length;
-    const res = await this.store.putState({
+    const res = await this.save({
       state,
       chain,
       modelId: model.id,
@@ -243,7 +187,7 @@ export class Engine {
         throwIfAborted(ro.signal);
         const healed = await run.state();
         if (model.keepsLastLogits) healed.logits = logits;
-        await this.store.putState({
+        await this.save({
           state: healed,
           chain: chain.prefix(n0),
           modelId: model.id,
@@ -307,7 +251,7 @@ export class Engine {
       if (model.keepsLastLogits) state.logits = logits;
       const newKey = chain.key();
       const prev = base.receipt ?? null;
-      const res = await this.store.putState({
+      const res = await this.save({
         state,
         chain,
         modelId: model.id,
@@ -409,7 +353,7 @@ export class Engine {
     throwIfAborted(ro.signal);
     // The last step that may be cancelled: from here on the merge is written.
     const chain = await KeyChain.create(model.fingerprint, last.tokens);
-    const res = await this.store.putState({
+    const res = await this.save({
       state,
       chain,
       modelId: model.id,
