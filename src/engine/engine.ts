@@ -166,7 +166,8 @@ export class Engine {
       });
     }
     const chain = await KeyChain.create(model.fingerprint, [...base.tokens, ...delta]);
-    const full = chain.tokens;
+    // (a copy: the chain grows with the output below)
+    const full = [...chain.tokens];
     // Restore: the longest stored prefix of state + delta (at least the state itself, when it is intact).
     const found = base.damaged ? { reused: 0 as number } : await this.findPrefix(model, chain, n0, base);
     let tier: InferResult['tier'] = found.reused > 0 ? (found.tier ?? 'stored') : 'recomputed';
