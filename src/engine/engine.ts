@@ -1,8 +1,8 @@
 import type { ModelState, RunOptions, StateModel } from '../models/types.ts';
 import type { PutRequest, PutResult, StateStore } from '../store/store.ts';
 import type { Manifest } from '../store/records.ts';
-import { KeyChain, BLOCK_TOKENS } from '../core/key-chain.ts';
-import { ContextOverflow, CorruptBlob, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
+import { KeyChain, } from '../core/key-chain.ts';
+import { ContextOverflow, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 import { truncateState } from '../core/state.ts';
 import { makeSampler, validateSampling } from './sampling.ts';
