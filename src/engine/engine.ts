@@ -1,7 +1,7 @@
 import type { ModelState, RunOptions, StateModel } from '../models/types.ts';
 import type { PutRequest, PutResult, StateStore } from '../store/store.ts';
 import type { Manifest } from '../store/records.ts';
-import { KeyChain, } from '../core/key-chain.ts';
+import { KeyChain } from '../core/key-chain.ts';
 import { ContextOverflow, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 import { truncateState } from '../core/state.ts';
