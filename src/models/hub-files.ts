@@ -256,7 +256,8 @@ export class HubRepo {
 
   private async request(path: string, method: 'GET' | 'HEAD', signal?: AbortSignal): Promise<Response> {
     try {
-      return await this.fetch(this.url(path), { method, signal });
+      // no-store: the file is kept in our cache; the HTTP cache would hold a second copy (and could resume a cut one behind our back).
+      return await this.fetch(this.url(path), { method, signal, cache: 'no-store' });
     } catch (e) {
       if (isAbort(e, signal)) throw new Aborted();
       throw new ModelNotLoaded({
