@@ -294,12 +294,27 @@ export class HubRepo {
  */
 export class RuntimeFileCache {
   private readonly digests = new Map<string, string>();
+  /** Files held in memory for one load (a page's own model files, fetched once by the host). */
+  private readonly held = new Map<string, Uint8Array>();
 
   constructor(private readonly files: ModelFileCache) {}
 
+  /** Serves `bytes` under `key` until `release`. */
+  hold(key: string, bytes: Uint8Array): void {
+    this.held.set(key, bytes);
+  }
+
+  release(key: string): void {
+    this.held.delete(key);
+  }
+
   async match(key: string): Promise<Response | undefined> {
-    if (!/^https?:/.test(key)) return undefined;
-    const r = await this.files.response(key);
+    const mem = this.held.get(key);
+    const r = mem
+      ? new Response(mem as Uint8Array<ArrayBuffer>, { headers: { 'content-length': String(mem.byteLength) } })
+      : /^https?:/.test(key)
+        ? await this.files.response(key)
+        : undefined;
     if (!r?.body) return r;
     const t = await hashingStream((hex) => this.digests.set(key, hex));
     return new Response(r.body.pipeThrough(t), { status: r.status, headers: r.headers });
@@ -339,4 +354,55 @@ export function fromRuntimeError(e: unknown, model: string): unknown {
     ...(url ? { url } : {}),
     ...(status ? { status } : {}),
   });
+}
+
+/**
+ * A file of the page's own (a local model), fetched once with progress and
+ * cancel; the host holds it in `RuntimeFileCache` for transformers.js, which
+ * would otherwise fetch it itself, twice when asked for progress (once for
+ * its size, once for the bytes).
+ */
+export async function fetchWithProgress(
+  url: string,
+  o: { signal?: AbortSignal; onProgress?: (loaded: number, total: number) => void; optional?: boolean; fetch?: typeof fetch } = {},
+): Promise<Uint8Array | null> {
+  let res: Response;
+  try {
+    res = await (o.fetch ?? fetch)(url, { signal: o.signal });
+  } catch (e) {
+    if (isAbort(e, o.signal)) throw new Aborted();
+    throw new ModelNotLoaded({ url, reason: `could not fetch ${url}: ${e instanceof Error ? e.message : String(e)}` });
+  }
+  if (!res.ok) {
+    await res.body?.cancel().catch(() => undefined);
+    if (o.optional && res.status === 404) return null;
+    throw new ModelNotLoaded({
+      url,
+      status: res.status,
+      reason: `could not fetch ${url} (HTTP ${res.status}). Run \`npm run models\` to generate the local models.`,
+    });
+  }
+  const total = Number(res.headers.get('content-length') ?? 0) || 0;
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  const reader = res.body!.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.byteLength;
+      o.onProgress?.(n, total || n);
+    }
+  } catch (e) {
+    if (isAbort(e, o.signal)) throw new Aborted();
+    throw new ModelNotLoaded({ url, reason: `the download of ${url} broke off: ${e instanceof Error ? e.message : String(e)}` });
+  }
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
 }

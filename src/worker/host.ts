@@ -4,11 +4,11 @@ import { ModelNotLoaded } from '../core/errors.ts';
 import type { Provenance } from '../core/model-fingerprint.ts';
 import type { DeviceChoice, FileProgress, LoadModelRequest } from '../engine/api.ts';
 import type { ModelHost } from '../engine/statecart.ts';
-import { fromRuntimeError, ModelFileCache, RuntimeFileCache } from '../models/hub-files.ts';
+import { fetchWithProgress, fromRuntimeError, ModelFileCache, RuntimeFileCache } from '../models/hub-files.ts';
 import { prepareHubLoad } from '../models/hub-load.ts';
 import { configureTransformers } from '../models/transformers-env.ts';
 import { loadModel } from '../models/load.ts';
-import { DEFAULT_HUB_URL, resolveModelId } from '../models/registry.ts';
+import { type Arch, DEFAULT_HUB_URL, hubFiles, resolveModelId } from '../models/registry.ts';
 import type { StateModel } from '../models/types.ts';
 import { pickDevice } from './device.ts';
 import { reportDeviceLost } from './device-lost.ts';
@@ -99,17 +99,25 @@ export class BrowserModelHost implements ModelHost {
         const base = new URL(`${id}/`, this.o.modelsBase).href;
         // transformers.js treats a full http(s) URL as remote, not local: give it the path.
         const local = new URL(this.o.modelsBase).pathname;
+        // (transformers.js' key for a local file: the models folder's path, the model, the file)
+        const key = (p: string) => `${local.endsWith('/') ? local : `${local}/`}${id}/${p}`;
         configureTransformers({ hubUrl, runtime, local });
-        model = await loadModel(ref.entry.arch, {
-          modelId: id,
-          base,
-          ...device,
-          readFile: (p) => fetchBytes(base + p),
-          // (transformers.js' key for a local file: the models folder's path, the model, the file)
-          digestOf: (p) => runtime.digest(`${local.endsWith('/') ? local : `${local}/`}${id}/${p}`),
-          signal,
-          onProgress,
-        });
+        // The files transformers.js reads, fetched once here (with progress and cancel) and held for it.
+        const held = new Map<string, Uint8Array>();
+        try {
+          await holdLocalFiles(ref.entry.arch, base, key, runtime, held, signal, onProgress);
+          model = await loadModel(ref.entry.arch, {
+            modelId: id,
+            base,
+            ...device,
+            readFile: async (p) => held.get(p) ?? fetchBytes(base + p),
+            digestOf: (p) => runtime.digest(key(p)),
+            signal,
+            onProgress,
+          });
+        } finally {
+          for (const p of held.keys()) runtime.release(key(p));
+        }
       } else {
         const hub = await prepareHubLoad({
           model: id,
@@ -133,6 +141,31 @@ export class BrowserModelHost implements ModelHost {
     if (model.device === 'webgpu') void watchWebGpuDevice();
     return model;
   }
+}
+
+/** A local model's files that transformers.js reads (GPT-2; Mamba's loader reads its own), fetched once and held for it. */
+async function holdLocalFiles(
+  arch: Arch,
+  base: string,
+  key: (p: string) => string,
+  runtime: RuntimeFileCache,
+  held: Map<string, Uint8Array>,
+  signal?: AbortSignal,
+  onProgress?: (p: FileProgress) => void,
+): Promise<void> {
+  if (arch !== 'gpt2') return;
+  await Promise.all(
+    hubFiles(arch, 'fp32').map(async (f) => {
+      const b = await fetchWithProgress(base + f.path, {
+        signal,
+        optional: f.optional,
+        onProgress: (loaded, total) => onProgress?.({ file: f.path, loaded, total }),
+      });
+      if (!b) return;
+      held.set(f.path, b);
+      runtime.hold(key(f.path), b);
+    }),
+  );
 }
 
 /** The device and runtime versions that compute this model's states. */

@@ -238,3 +238,33 @@ test.describe('Hub models through the mirror', () => {
     }
   });
 });
+
+test.describe('a local model through the same cache', () => {
+  test('tiny-gpt2: its graph is fetched once (the fingerprint hashes what transformers.js read), and its digest is the file’s', async ({ page }) => {
+    const graphFetches: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().endsWith('/models/tiny-gpt2/onnx/model.onnx')) graphFetches.push(r.method());
+    });
+    await page.goto('/?model=tiny-gpt2&device=wasm');
+    await page.waitForFunction(() => window.statecartReady !== undefined);
+    const fp = await page.evaluate(async () => (await (await window.statecartReady!).health()).modelFp);
+    expect(graphFetches).toEqual(['GET']);
+    // The fingerprint's weights digest is the digest of the file served: the same as Node computes from the disk.
+    const { modelFingerprint } = await import('../../src/core/model-fingerprint.ts');
+    const { createHash } = await import('node:crypto');
+    const dir = join(REPO_ROOT, 'public', 'models', 'tiny-gpt2');
+    const sha = (f: string) =>
+      createHash('sha256')
+        .update(readFileSync(join(dir, f)))
+        .digest('hex');
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    const want = await modelFingerprint({
+      arch: 'gpt2',
+      config: { n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, n_positions: cfg.n_positions ?? cfg.n_ctx, vocab_size: cfg.vocab_size },
+      weights_sha256: sha('onnx/model.onnx'),
+      tokenizer_sha256: sha('tokenizer.json'),
+      dtype: 'fp32',
+    });
+    expect(fp).toBe(want);
+  });
+});
