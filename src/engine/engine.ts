@@ -54,8 +54,8 @@ export class Engine {
   }
 
   /** Every state the protocol makes goes to the store through here. */
-  private save(input: PutRequest, model?: StateModel): Promise<PutResult> {
-    return this.store.putState(model?.provenance ? { ...input, provenance: model.provenance } : input);
+  private save(input: PutRequest): Promise<PutResult> {
+    return this.store.putState(input);
   }
 
   /**
@@ -94,21 +94,19 @@ export class Engine {
     const inputs = input ? [input.key] : prefix.manifest ? [prefix.manifest.key] : [];
     const prev = (input ? input.receipt : prefix.manifest?.receipt) ?? null;
     const processed = rest.length;
-    const res = await this.save(
-      {
-        state,
-        chain,
-        modelId: model.id,
-        modelFp: model.fingerprint,
-        arch: model.arch,
-        parent: prefix.manifest ?? null,
-        label: label ?? existing?.label,
-        receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
-        // (a damaged state is written again whole)
-        replace: Boolean(existing),
-      },
-      model,
-    );
+    const res = await this.save({
+      state,
+      chain,
+      modelId: model.id,
+      modelFp: model.fingerprint,
+      provenance: model.provenance,
+      arch: model.arch,
+      parent: prefix.manifest ?? null,
+      label: label ?? existing?.label,
+      receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
+      // (a damaged state is written again whole)
+      replace: Boolean(existing),
+    });
     return {
       key,
       manifest: res.manifest,
@@ -190,20 +188,18 @@ export class Engine {
         throwIfAborted(ro.signal);
         const healed = await run.state();
         if (model.keepsLastLogits) healed.logits = logits;
-        await this.save(
-          {
-            state: healed,
-            chain: chain.prefix(n0),
-            modelId: model.id,
-            modelFp: model.fingerprint,
-            arch: model.arch,
-            parent: null,
-            label: base.label,
-            keepReceipt: { hash: base.receipt, ...(base.receiptJson ? { json: base.receiptJson } : {}) },
-            replace: true,
-          },
-          model,
-        );
+        await this.save({
+          state: healed,
+          chain: chain.prefix(n0),
+          modelId: model.id,
+          modelFp: model.fingerprint,
+          provenance: model.provenance,
+          arch: model.arch,
+          parent: null,
+          label: base.label,
+          keepReceipt: { hash: base.receipt, ...(base.receiptJson ? { json: base.receiptJson } : {}) },
+          replace: true,
+        });
       }
       const pos = reused + processed;
       if (pos < full.length) {
@@ -257,18 +253,16 @@ export class Engine {
       if (model.keepsLastLogits) state.logits = logits;
       const newKey = chain.key();
       const prev = base.receipt ?? null;
-      const res = await this.save(
-        {
-          state,
-          chain,
-          modelId: model.id,
-          modelFp: model.fingerprint,
-          arch: model.arch,
-          parent: found.manifest && found.reused >= n0 ? found.manifest : base,
-          receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
-        },
-        model,
-      );
+      const res = await this.save({
+        state,
+        chain,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        provenance: model.provenance,
+        arch: model.arch,
+        parent: found.manifest && found.reused >= n0 ? found.manifest : base,
+        receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
+      });
       // Already stored (the same tokens came out before): this call's receipt is made, not stored.
       const receipt =
         res.receipt ?? (await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, await stateDigest(res.manifest), processed, reused, prev));
@@ -362,21 +356,19 @@ export class Engine {
     throwIfAborted(ro.signal);
     // The last step that may be cancelled: from here on the merge is written.
     const chain = await KeyChain.create(model.fingerprint, last.tokens);
-    const res = await this.save(
-      {
-        state,
-        chain,
-        modelId: model.id,
-        modelFp: model.fingerprint,
-        arch: model.arch,
-        parent: null,
-        label: last.label,
-        pinned: last.pinned,
-        receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
-        replace: true,
-      },
-      model,
-    );
+    const res = await this.save({
+      state,
+      chain,
+      modelId: model.id,
+      modelFp: model.fingerprint,
+      provenance: model.provenance,
+      arch: model.arch,
+      parent: null,
+      label: last.label,
+      pinned: last.pinned,
+      receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
+      replace: true,
+    });
     const receipt = res.receipt!;
     const released: string[] = [];
     const keptPinned: string[] = [];
