@@ -7,6 +7,7 @@
  */
 import type { CodecConstraints, CodecPolicy } from '../store/records.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
+import type { Dtype } from '../core/model-fingerprint.ts';
 import type { Progress } from '../core/state.ts';
 import type { EvictResult, RepairReport, StorageInfo, Tier } from '../store/store.ts';
 import type { Sampling } from './sampling.ts';
@@ -14,7 +15,7 @@ import type { CodecReport } from './codec-optimizer.ts';
 import type { ExportOptions, ImportResult } from './cartridges.ts';
 
 export type { Progress, Sampling, CodecReport, ExportOptions, ImportResult, EvictResult, RepairReport, StorageInfo, Tier, SignedReceipt };
-export type { CodecConstraints, CodecPolicy };
+export type { CodecConstraints, CodecPolicy, Dtype };
 
 export interface CallOptions {
   /** Cancels the call; a cancelled call rejects with Aborted and writes nothing. */
@@ -165,8 +166,11 @@ export interface StateRef {
 // ---------------------------------------------------------------- model and store
 
 export interface LoadModelRequest {
+  /** A local model (`tiny-gpt2`) or a Hub model (`hf:Xenova/gpt2`). */
   model: string;
   device?: DeviceChoice;
+  /** Hub models: which weights file (default the model's own, fp32). States of different dtypes have different keys. */
+  dtype?: Dtype;
 }
 
 /** Download progress of one model file. */
@@ -185,6 +189,8 @@ export interface ModelInfo {
   adapter: string | null;
   deviceReason: string;
   fingerprint: string;
+  /** The weights' dtype (fp32, q8, ...). */
+  dtype?: string;
   maxTokens: number;
   loadMs: number;
 }

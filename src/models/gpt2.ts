@@ -1,8 +1,9 @@
 import { AutoModelForCausalLM, AutoTokenizer, DynamicCache, Tensor } from '@huggingface/transformers';
 import { prefillByRun, type Device, type ModelRun, type ModelState, type RunOptions, type StateModel, type StateTensor } from './types.ts';
-import { modelFingerprint, type ModelIdentity } from '../core/model-fingerprint.ts';
+import { modelFingerprint, type Dtype, type ModelIdentity } from '../core/model-fingerprint.ts';
+import { hubWeightsFile, pendingDtype } from './registry.ts';
 import { sha256Hex } from '../core/sha256.ts';
-import { ContextOverflow, InvalidInput, throwIfAborted } from '../core/errors.ts';
+import { ContextOverflow, InvalidInput, ModelNotLoaded, throwIfAborted } from '../core/errors.ts';
 
 export interface Gpt2Config {
   n_layer: number;
@@ -13,13 +14,21 @@ export interface Gpt2Config {
 }
 
 export interface LoadOptions {
-  /** Model id as transformers.js resolves it (a local folder name or a Hub repo). */
+  /** statecart's id of the model (what states and errors name). */
   modelId: string;
+  /** What transformers.js loads: a local folder name or a Hub repository (default: modelId). */
+  source?: string;
+  /** Hub revision (default main). */
+  revision?: string;
+  /** fp32 (default) or q8; their KV caches are float32. */
+  dtype?: Dtype;
   device: Device;
   adapter?: string | null;
   deviceReason?: string;
-  /** Reads a file of the model by its path inside the model folder (for the fingerprint). */
+  /** Reads a file of the model by its path inside the model folder (config.json; the others when `digestOf` does not know them). */
   readFile: (path: string) => Promise<Uint8Array>;
+  /** sha256 hex of a file as transformers.js read it, when statecart's cache saw it (src/models/hub-files.ts). */
+  digestOf?: (path: string) => string | undefined;
   onLoadProgress?: (p: { file: string; loaded: number; total: number }) => void;
 }
 
@@ -40,19 +49,28 @@ async function readTensor(t: AnyTensor): Promise<Float32Array> {
 }
 
 export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
-  const [model, tokenizer, onnxBytes, tokJson, cfgBytes] = await Promise.all([
-    AutoModelForCausalLM.from_pretrained(opts.modelId, {
-      dtype: 'fp32',
+  const dtype = opts.dtype ?? 'fp32';
+  const pending = pendingDtype('gpt2', dtype);
+  if (pending) throw new ModelNotLoaded({ model: opts.modelId, reason: pending });
+  const source = opts.source ?? opts.modelId;
+  const onnxFile = hubWeightsFile('gpt2', dtype);
+  // config.json first: a missing repository or file is named before anything large is asked for.
+  const cfgBytes = await opts.readFile('config.json');
+  const from = { ...(opts.revision ? { revision: opts.revision } : {}) };
+  const [model, tokenizer] = await Promise.all([
+    AutoModelForCausalLM.from_pretrained(source, {
+      ...from,
+      dtype,
       device: opts.device as 'webgpu' | 'wasm' | 'cpu',
       progress_callback: (p: { status: string; file?: string; loaded?: number; total?: number }) => {
         if (p.status === 'progress' && p.file) opts.onLoadProgress?.({ file: p.file, loaded: p.loaded ?? 0, total: p.total ?? 0 });
       },
     } as Record<string, unknown>),
-    AutoTokenizer.from_pretrained(opts.modelId),
-    opts.readFile('onnx/model.onnx'),
-    opts.readFile('tokenizer.json'),
-    opts.readFile('config.json'),
+    AutoTokenizer.from_pretrained(source, from),
   ]);
+  // The digest of the bytes the session was built from, as transformers.js read
+  // them; read again only where no cache of ours saw them (Node's file system).
+  const digest = async (p: string): Promise<string> => opts.digestOf?.(p) ?? sha256Hex(await opts.readFile(p));
   const raw = JSON.parse(new TextDecoder().decode(cfgBytes)) as Record<string, number>;
   const config: Gpt2Config = {
     n_layer: raw.n_layer!,
@@ -64,9 +82,9 @@ export async function loadGpt2(opts: LoadOptions): Promise<StateModel> {
   const identity: ModelIdentity = {
     arch: 'gpt2',
     config: { ...config },
-    weights_sha256: await sha256Hex(onnxBytes),
-    tokenizer_sha256: await sha256Hex(tokJson),
-    dtype: 'fp32',
+    weights_sha256: await digest(onnxFile),
+    tokenizer_sha256: await digest('tokenizer.json'),
+    dtype,
   };
   const fingerprint = await modelFingerprint(identity);
   const headDim = config.n_embd / config.n_head;

@@ -1,3 +1,4 @@
+import type { Provenance } from '../core/model-fingerprint.ts';
 import { promisifyRequest } from 'idb-keyval';
 import type { TensorSpec } from '../core/state.ts';
 
@@ -61,6 +62,8 @@ export interface Manifest {
   lastUsed: number;
   pinned: boolean;
   label?: string;
+  /** What computed this state (device, adapter, runtime versions, dtype): provenance, never part of the key. */
+  provenance?: Provenance;
   /**
    * Set when a read found a blob of this state missing or not matching its
    * digest. The state is kept (its tokens are here, so the engine recomputes

@@ -1,3 +1,4 @@
+import type { Provenance } from '../core/model-fingerprint.ts';
 import { promisifyRequest } from 'idb-keyval';
 import { QuotaExceeded, StatecartError, WriteInterrupted } from '../core/errors.ts';
 import { BLOCK_TOKENS, type KeyChain } from '../core/key-chain.ts';
@@ -56,6 +57,8 @@ export interface PutInput {
   replace?: boolean;
   /** Pinned (default: as the replaced manifest was, else not). */
   pinned?: boolean;
+  /** What computed the state (device, runtimes, dtype); kept in the manifest, not in the key. */
+  provenance?: Provenance;
 }
 
 export interface PutResult {
@@ -141,6 +144,7 @@ export async function putState(core: StoreCore, input: PutInput): Promise<PutRes
     lastUsed: now,
     pinned: input.pinned ?? false,
     ...(input.label ? { label: input.label } : {}),
+    ...(input.provenance ? { provenance: input.provenance } : {}),
   };
   let result: { written: boolean; manifest: Manifest; receipt: SignedReceipt | null };
   for (;;) {
