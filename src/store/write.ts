@@ -9,7 +9,7 @@ import { isSliceable, stateBytes, type ModelState } from '../core/state.ts';
 import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from './blocks.ts';
 import type { StoreCore } from './context.ts';
 import { countingStore, safeAbort } from './fault.ts';
-import { originEstimate, planEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
+import { originEstimate, planEviction, recordEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
 import {
   allManifests,
   blobId,
@@ -19,6 +19,7 @@ import {
   hasBlob,
   putManifest,
   readStats,
+  useGoneKey,
   type BlockRecord,
   type BlockRef,
   type Manifest,
@@ -56,6 +57,8 @@ export interface PutInput {
   replace?: boolean;
   /** Pinned (default: as the replaced manifest was, else not). */
   pinned?: boolean;
+  /** A checkpoint kept inside a longer prefill (Manifest.checkpoint). */
+  checkpoint?: boolean;
 }
 
 export interface PutResult {
@@ -141,6 +144,7 @@ export async function putState(core: StoreCore, input: PutInput): Promise<PutRes
     lastUsed: now,
     pinned: input.pinned ?? false,
     ...(input.label ? { label: input.label } : {}),
+    ...(input.checkpoint ? { checkpoint: true as const } : {}),
   };
   let result: { written: boolean; manifest: Manifest; receipt: SignedReceipt | null };
   for (;;) {
@@ -281,10 +285,8 @@ async function writeOnce(
               planned: true,
             });
           }
-          for (const v of plan.victims) {
-            s.delete(`m:${v}`);
-            use.delete(v);
-          }
+          for (const v of plan.victims) s.delete(`m:${v}`);
+          recordEviction(use, plan);
           for (const k of plan.freed.keys()) s.delete(blobId(k));
           evicted = plan.victims;
         }
@@ -296,6 +298,7 @@ async function writeOnce(
         moved = await repointTails(s, manifest, tails);
         putManifest(s, manifest);
         use.put(manifest.lastUsed, manifest.key);
+        use.delete(useGoneKey(manifest.key));
       } catch (e) {
         safeAbort(tx);
         throw e;
@@ -312,6 +315,7 @@ async function writeOnce(
       for (const k of evicted) {
         core.hot.delete(k);
         core.usePending.delete(k);
+        core.hitsPending.delete(k);
       }
       core.channel.post({ type: 'deleted', keys: evicted, reason: 'evict' });
     }
