@@ -76,8 +76,10 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...(o.hotBytes ? { hotBytes: o.hotBytes } : {}),
     ...(o.budgetBytes !== undefined ? { budgetBytes: o.budgetBytes } : {}),
   };
-  // The model last asked for, so that a replacement worker loads it again.
-  let lastModel: { model: string; device?: DeviceChoice } | null = null;
+  // The model last asked for, so that a replacement worker loads it again. The
+  // one named here loads the same way, in the worker's setup: compiling a model
+  // can keep a worker busy for seconds, and the heartbeat starts after setup.
+  let lastModel: { model: string; device?: DeviceChoice } | null = o.model ? { model: o.model, ...(o.device ? { device: o.device } : {}) } : null;
   const sup: WorkerSupervisor = new WorkerSupervisor(
     // (written out in full: bundlers find the worker by this exact expression)
     (): Worker =>
@@ -131,6 +133,5 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   };
   // The testing entry (src/lib/testing.ts) reaches the worker's debug hooks through this; the client's type does not show it.
   Object.defineProperty(client, DEBUG, { value: sup, enumerable: false });
-  if (o.model) await client.loadModel({ model: o.model, ...(o.device ? { device: o.device } : {}) });
   return client;
 }
