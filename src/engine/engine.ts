@@ -415,7 +415,8 @@ export class Engine {
       const receipt =
         res.receipt ?? (await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, await stateDigest(res.manifest), processed, reused, prev));
       const storeMs = now() - ts;
-      const naive = full.length + maxNew;
+      // (not full.length: `full` is the chain's own list, which the output was appended to)
+      const naive = n0 + delta.length + maxNew;
       return {
         newStateKey: newKey,
         // (transformers.js refuses to decode an empty list)

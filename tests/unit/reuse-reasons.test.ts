@@ -71,6 +71,8 @@ describe('reuse: why reuse stopped where it did', () => {
     // infer: the state is reused, and the delta is new.
     const i = await engine.infer({ stateKey: r.stateKey, deltaTokens: ids(5, 4), maxNewTokens: 2 });
     expect(i.reuse).toMatchObject({ cause: 'differs', stoppedAt: 60, tokensReused: 60, fromKey: r.stateKey });
+    // What a request without the cache would run: the 65 tokens read, and 2 generated.
+    expect(i.savings.naiveTokens).toBe(60 + 5 + 2);
     expect(i.reuse.reason).toContain('differs at token 60');
   });
 
