@@ -104,8 +104,12 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...(o.budgetBytes !== undefined ? { budgetBytes: o.budgetBytes } : {}),
     ...(o.hubUrl !== undefined ? { hubUrl: new URL(o.hubUrl, here).href } : {}),
   };
-  // The model last asked for, so that a replacement worker loads it again.
-  let lastModel: LoadModelRequest | null = null;
+  // The model last asked for, so that a replacement worker loads it again. The
+  // one named here loads the same way, in the worker's setup: compiling a model
+  // can keep a worker busy for seconds, and the heartbeat starts after setup.
+  let lastModel: LoadModelRequest | null = o.model
+    ? { model: o.model, ...(o.device ? { device: o.device } : {}), ...(o.dtype ? { dtype: o.dtype } : {}) }
+    : null;
   const sup: WorkerSupervisor = new WorkerSupervisor(
     // (written out in full: bundlers find the worker by this exact expression)
     (): Worker =>
@@ -159,6 +163,5 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   };
   // The testing entry (src/lib/testing.ts) reaches the worker's debug hooks through this; the client's type does not show it.
   Object.defineProperty(client, DEBUG, { value: sup, enumerable: false });
-  if (o.model) await client.loadModel({ model: o.model, ...(o.device ? { device: o.device } : {}), ...(o.dtype ? { dtype: o.dtype } : {}) });
   return client;
 }

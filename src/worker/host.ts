@@ -11,7 +11,7 @@ import { loadModel } from '../models/load.ts';
 import { type Arch, DEFAULT_HUB_URL, hubFiles, resolveModelId } from '../models/registry.ts';
 import type { StateModel } from '../models/types.ts';
 import { pickDevice } from './device.ts';
-import { reportDeviceLost } from './device-lost.ts';
+import { watchLost } from './device-lost.ts';
 
 declare const __STATECART_LIB__: boolean | undefined;
 declare const __STATECART_ORT_MJS__: string;
@@ -181,5 +181,5 @@ function provenanceOf(m: StateModel): Provenance {
 async function watchWebGpuDevice(): Promise<void> {
   type DeviceLike = { lost?: Promise<{ message: string; reason: string }> };
   const dev = (await (env.backends.onnx as { webgpu?: { device?: Promise<DeviceLike> | DeviceLike } }).webgpu?.device) as DeviceLike | undefined;
-  dev?.lost?.then((info) => reportDeviceLost(info.message || info.reason || 'unknown'));
+  if (dev) watchLost(dev);
 }
