@@ -129,20 +129,26 @@ function fromFloat32(a: Float32Array, type: KvType): KvArray {
  * head's new rows after its old ones, so `view()` is always the contiguous
  * [n_head, T, head_dim] array the next run's past needs. Capacity grows by a
  * quarter (at least 64 rows) up to `max`, so re-allocations are rare.
+ *
+ * It starts on `start` (the start state's [n_head, T, head_dim] array) without
+ * copying it and never writes to it: the first append copies it, laid out for
+ * the new length, into a buffer of its own.
  */
 export class RowBuffer {
   private buf: KvArray;
   private cap: number;
-  T = 0;
+  T: number;
 
   constructor(
     private readonly H: number,
     private readonly D: number,
     private readonly type: KvType,
     private readonly max: number,
+    start?: KvArray,
   ) {
-    this.cap = 0;
-    this.buf = this.alloc(0);
+    this.T = start ? start.length / (H * D) : 0;
+    this.cap = this.T;
+    this.buf = start ?? this.alloc(0);
   }
 
   private alloc(rows: number): KvArray {
@@ -317,13 +323,7 @@ export function createGpt2Runner(o: Gpt2RunnerOptions): Gpt2Runner {
       // Only the last position's logits: a prefill needs no more, and the LM
       // head over every position was ~30% of a gpt2-shape prefill.
       if (inputs.has('num_logits_to_keep')) feeds.num_logits_to_keep = o.tensor('int64', BigInt64Array.from([1n]), []);
-      if (mode === 'rows' && !rows) {
-        rows = base.map((a) => {
-          const r = new RowBuffer(H, D, kvType, c.n_positions);
-          if (P > 0) r.append(a, P);
-          return r;
-        });
-      }
+      if (mode === 'rows' && !rows) rows = base.map((a) => new RowBuffer(H, D, kvType, c.n_positions, a));
       pastFeeds(feeds, P);
       const fetches = ['logits', ...(mode === 'rows' ? rowNames : presentNames)];
       const out = await serial(() => session.run(feeds, fetches));

@@ -115,6 +115,18 @@ describe('RowBuffer: the run-owned [n_head, T, head_dim] cache grown in place', 
     }
   });
 
+  it('starts on a state without copying it and never writes to it', () => {
+    const start = Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i);
+    const keep = start.slice();
+    const b = new RowBuffer(2, 4, 'float32', 100, start);
+    expect(b.T).toBe(3);
+    expect(b.view().buffer).toBe(start.buffer);
+    b.append(new Float32Array(8).fill(-1), 1);
+    expect(start).toEqual(keep);
+    expect(b.view().buffer).not.toBe(start.buffer);
+    expect(Array.from(b.view())).toEqual([...keep.slice(0, 12), -1, -1, -1, -1, ...keep.slice(12), -1, -1, -1, -1]);
+  });
+
   it('never grows past the model context and re-allocates rarely', () => {
     const b = new RowBuffer(2, 4, 'float32', 100);
     const views = new Set<ArrayBufferLike>();

@@ -36,7 +36,13 @@ function countGpuBuffers(): void {
   };
 }
 
-export let loaded: { device: Device; auto: Gpt2Runner; present: Gpt2Runner } | null = null;
+export let loaded: {
+  device: Device;
+  auto: Gpt2Runner;
+  present: Gpt2Runner;
+  session: OrtSessionLike;
+  tensor: (type: string, data: unknown, dims: number[]) => OrtTensorLike;
+} | null = null;
 
 /** The auto runner's GPU read-backs so far (rows only, or whole buffers). */
 export const reads = () => ({ ...loaded!.auto.reads });
@@ -66,7 +72,7 @@ export async function load(device: Device, modelId = 'tiny-gpt2', threads = 1): 
   const auto = createGpt2Runner({ ...common, device });
   // The path for graphs without new rows: CPU arrays of present.* (on WebGPU too: the device says only where the cache lives).
   const present = createGpt2Runner({ ...common, device: 'wasm', cache: 'present' });
-  loaded = { device, auto, present };
+  loaded = { device, auto, present, session: common.session, tensor: common.tensor };
   return { auto: auto.mode, present: present.mode, kvType: auto.kvType };
 }
 
