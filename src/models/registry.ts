@@ -188,13 +188,11 @@ export function hubDtypes(arch: Arch): Dtype[] {
 }
 
 /**
- * Dtypes a repository has but statecart cannot run yet, and why. GPT-2 fp16:
- * its past_key_values / present are float16, and the run feeds and reads
- * float32 KV caches (fp32 and q8 keep float32 KV).
+ * Dtypes a repository has but statecart cannot run yet, and why. (GPT-2 fp16
+ * runs: its float16 KV cache is kept as float16 during a run and stored as
+ * float32, src/models/gpt2-run.ts.)
  */
-const PENDING: Partial<Record<Arch, Partial<Record<Dtype, string>>>> = {
-  gpt2: { fp16: 'dtype fp16 is not supported yet: its KV cache (past_key_values, present) is float16 and statecart feeds float32 ones. Use fp32 or q8.' },
-};
+const PENDING: Partial<Record<Arch, Partial<Record<Dtype, string>>>> = {};
 
 /** Why a dtype cannot run yet, or undefined when it can. */
 export function pendingDtype(arch: Arch, dtype: Dtype): string | undefined {

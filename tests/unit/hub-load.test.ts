@@ -11,6 +11,7 @@ import { startMirror, type Mirror } from '../../scripts/mirror.ts';
 import { GPT2_REPO, MAMBA_REPO, makeHubRepos } from '../../scripts/make-hub-repos.ts';
 import { REPO_ROOT } from '../../scripts/make-models.ts';
 import { Aborted, ModelNotLoaded } from '../../src/core/errors.ts';
+import { float16ToFloat32, float32ToFloat16 } from '../../src/formats/fp16.ts';
 import { stateKey } from '../../src/core/key-chain.ts';
 import { loadGpt2 } from '../../src/models/gpt2.ts';
 import { fromRuntimeError, HubRepo, ModelFileCache, MemoryCache, RuntimeFileCache } from '../../src/models/hub-files.ts';
@@ -45,7 +46,12 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-async function hubModel(model: string, dtype: 'fp32' | 'q8' | undefined, files: ModelFileCache, runtime = new RuntimeFileCache(files)): Promise<StateModel> {
+async function hubModel(
+  model: string,
+  dtype: 'fp32' | 'fp16' | 'q8' | undefined,
+  files: ModelFileCache,
+  runtime = new RuntimeFileCache(files),
+): Promise<StateModel> {
   const ref = resolveModelId(model);
   if (ref.kind !== 'hub') throw new Error('not a hub id');
   const hub = await prepareHubLoad({ model, repo: ref.repo, revision: ref.revision, entry: ref.entry, dtype, hubUrl: mirror.url, files, runtime });
@@ -116,6 +122,38 @@ describe('GPT-2 from the Hub (hf:Xenova/gpt2) through the mirror', () => {
     }
   }, 120_000);
 
+  it('fp16 runs: its float16 KV cache is stored as float32, continued exactly, under its own keys', async () => {
+    const files = fresh();
+    const f32 = await hubModel('hf:Xenova/gpt2', 'fp32', files);
+    const f16 = await hubModel('hf:Xenova/gpt2', 'fp16', files);
+    try {
+      expect(f16.identity.dtype).toBe('fp16');
+      expect(f16.identity.weights_sha256).toBe(sha256(readFileSync(join(root, GPT2_REPO, 'onnx/model_fp16.onnx'))));
+      expect(f16.fingerprint).not.toBe(f32.fingerprint);
+      const toks = await f16.tokenize('The cache keys every state by its model and its tokens, and the same text twice is one state.');
+      const whole = await f16.prefill(toks);
+      // A stored fp16 state is plain float32 arrays (every value a float16 one).
+      const t0 = whole.state.tensors[0]!;
+      expect(t0.data).toBeInstanceOf(Float32Array);
+      expect(Array.from(float16ToFloat32(float32ToFloat16(t0.data)))).toEqual(Array.from(t0.data));
+      // Continuing from the first part's state equals computing it all.
+      const part = await f16.prefill(toks.slice(0, 9));
+      const rest = await f16.prefill(toks.slice(9), part.state);
+      let d = 0;
+      for (let i = 0; i < whole.logits.length; i++) d = Math.max(d, Math.abs(whole.logits[i]! - rest.logits[i]!));
+      expect(d).toBeLessThan(0.05);
+      // Close to fp32, not equal.
+      const l32 = (await f32.prefill(toks)).logits;
+      let e = 0;
+      for (let i = 0; i < l32.length; i++) e = Math.max(e, Math.abs(l32[i]! - whole.logits[i]!));
+      expect(e).toBeGreaterThan(0);
+      expect(e).toBeLessThan(0.5);
+    } finally {
+      await f32.dispose();
+      await f16.dispose();
+    }
+  }, 120_000);
+
   it('an unknown hf: repository whose config.json says gpt2 loads too, with the same fingerprint as the same files elsewhere', async () => {
     const files = fresh();
     const known = await hubModel('hf:Xenova/gpt2', 'fp32', files);
@@ -173,9 +211,9 @@ describe('errors name the file and the repository', () => {
     const unknown = await errorOf(Promise.resolve().then(() => resolveModelId('Xenova/gpt2')));
     expect(unknown).toBeInstanceOf(ModelNotLoaded);
     expect(unknown!.message).toContain('"hf:Xenova/gpt2"');
-    const pending = await errorOf(hubModel('hf:Xenova/gpt2', 'fp16' as 'q8', files));
-    expect(pending).toBeInstanceOf(ModelNotLoaded);
-    expect(pending!.message).toContain('fp16');
+    const noDtype = await errorOf(hubModel('hf:Xenova/gpt2', 'q4' as 'q8', files));
+    expect(noDtype).toBeInstanceOf(ModelNotLoaded);
+    expect(noDtype!.message).toContain('q4');
 
     // transformers.js' own error for a file it fetched itself, as ours.
     const mapped = fromRuntimeError(
