@@ -193,6 +193,7 @@ async function ensureOne(id: string, dir: string, params: unknown, arch: 'gpt2' 
 export async function buildModel(id: string, outDir: string, opts: { force?: boolean } = {}): Promise<EnsureResult> {
   const b = findModel(id)?.build;
   if (!b) throw new Error(`unknown local model id "${id}" (known: ${MODEL_IDS.join(', ')})`);
+  if (b.kind === 'safetensors-gpt2') return buildFromSafetensors(join(REPO_ROOT, b.dir, 'model.safetensors'), id, outDir, { force: opts.force });
   if (b.kind === 'seeded-gpt2') {
     const params = { id, arch: 'gpt2', config: b.config, seed: b.seed, scale: b.scale };
     return ensureOne(
