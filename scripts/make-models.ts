@@ -1,7 +1,7 @@
 /**
  * Builds the offline models (DESIGN.md, "Models, offline first").
  *
- *   npx tsx scripts/make-models.ts                       # tiny-gpt2 + tiny-mamba → public/models/
+ *   npx tsx scripts/make-models.ts                       # micro-gpt2 + tiny-gpt2 + tiny-mamba → public/models/
  *   npx tsx scripts/make-models.ts --models tiny-gpt2,gpt2-shape [--out DIR] [--force]
  *   npx tsx scripts/make-models.ts --from-safetensors path/model.safetensors --id NAME [--out DIR] [--n-head 12]
  *
@@ -9,6 +9,8 @@
  * --from-safetensors) to .cache/models/<id>/ (git-ignored) unless --out says
  * otherwise. A model is skipped when its stamp (hash of the generator's source
  * files and parameters, plus the size of every file written) still matches.
+ * micro-gpt2 is built from its committed checkpoint (models/micro-gpt2/) by
+ * buildFromSafetensors, the path any Hugging Face GPT-2 checkpoint takes.
  *
  * Exported: ensureModels(ids, outRoot?, {force?, log?}), buildModel(id, outDir, {force?}),
  * buildFromSafetensors(path, id, outDir, {n_head?, force?}), writeGpt2Model(outDir, id, weights, weightSource),
