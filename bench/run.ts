@@ -18,6 +18,9 @@
  *   --no-readme          leave README.md alone
  *   --from-json FILE     run nothing: rewrite FILE's .md (and for latest.json the README's
  *                        table) from FILE, which is not changed
+ *
+ * Every run (quick included) also fills quality[]: the held-out perplexity of
+ * micro-gpt2 and tiny-gpt2, in Node on their served ONNX graphs (bench/lib/quality.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -30,6 +33,7 @@ import { startServer } from './lib/server.ts';
 import { stat, toMarkdown, readmeSection, replaceBetweenMarkers, consoleSummary } from './lib/report.ts';
 import { agentLoopRow, decodeRow, prefillRow, ttftRow } from './lib/rows.ts';
 import { readResults } from './lib/upgrade.ts';
+import { heldOutPerplexity } from './lib/quality.ts';
 import { DEFINITIONS } from './lib/definitions.ts';
 import { TARGETS } from './lib/targets.ts';
 import { outputName, parseArgs, type Section } from './lib/args.ts';
@@ -41,6 +45,8 @@ import type { Bench } from './lib/page.ts';
 /** 20 deltas in 10–40 tokens; with 4 new tokens a step, base 512 + 426 + 80 = 1,018 tokens fits GPT-2's 1,024 positions. */
 const AGENT_DELTAS = [12, 31, 18, 25, 10, 40, 14, 22, 17, 28, 11, 35, 16, 20, 13, 26, 19, 24, 15, 30];
 const AGENT = { baseTokens: 512, gen: 4 };
+/** The trained default model and the seeded one it replaced, for quality[]. */
+const QUALITY_MODELS = ['micro-gpt2', 'tiny-gpt2'];
 
 interface Plan {
   /** The agent loop's steps (GPT-2 only): 20 plain re-prefills of up to 1,014 tokens. */
@@ -227,6 +233,24 @@ function writeReadme(res: BenchResults, mdPath: string): void {
   } else console.log("the README's table is already up to date");
 }
 
+/** quality[]: held-out perplexity of the trained default model and the seeded tiny one. */
+async function measureQuality(res: BenchResults, skipped: SkipNote[]): Promise<void> {
+  for (const model of QUALITY_MODELS) {
+    const ts = Date.now();
+    try {
+      const [built] = await ensureModels([model], undefined, { log: (s) => console.log(`[models] ${s}`) });
+      const row = await heldOutPerplexity(model, built!.dir);
+      res.quality.push(row);
+      console.log(
+        `  quality ${model}: perplexity ${row.perplexity.toFixed(1)} over ${row.heldOutTokens} held-out tokens (${((Date.now() - ts) / 1000).toFixed(1)} s)`,
+      );
+    } catch (e) {
+      console.log(`  quality ${model} FAILED: ${(e as Error).message}`);
+      skipped.push({ what: `held-out perplexity, ${model}`, reason: (e as Error).message.split('\n')[0]! });
+    }
+  }
+}
+
 // ---------------------------------------------------------------- main
 
 async function main() {
@@ -278,6 +302,7 @@ async function main() {
     storage: [],
     mambaRestore: [],
     codecs: [],
+    quality: [],
     skipped,
   };
 
@@ -458,6 +483,9 @@ async function main() {
     await browser.close();
     await server.close();
   }
+
+  // Quality is measured in every run (quick included), in Node on the served ONNX graphs: the trained model against the seeded one.
+  await measureQuality(res, skipped);
 
   // The separate scripts' rows (marked as merged) complete a full run only; a quick or partial one shows what it measured.
   if (res.mode === 'full') {

@@ -1,7 +1,7 @@
 /**
  * Builds the offline models (DESIGN.md, "Models, offline first").
  *
- *   npx tsx scripts/make-models.ts                       # tiny-gpt2 + tiny-mamba → public/models/
+ *   npx tsx scripts/make-models.ts                       # micro-gpt2 + tiny-gpt2 + tiny-mamba → public/models/
  *   npx tsx scripts/make-models.ts --models tiny-gpt2,gpt2-shape [--out DIR] [--force]
  *   npx tsx scripts/make-models.ts --from-safetensors path/model.safetensors --id NAME [--out DIR] [--n-head 12]
  *
@@ -9,6 +9,8 @@
  * --from-safetensors) to .cache/models/<id>/ (git-ignored) unless --out says
  * otherwise. A model is skipped when its stamp (hash of the generator's source
  * files and parameters, plus the size of every file written) still matches.
+ * micro-gpt2 is built from its committed checkpoint (models/micro-gpt2/) by
+ * buildFromSafetensors, the path any Hugging Face GPT-2 checkpoint takes.
  *
  * Exported: ensureModels(ids, outRoot?, {force?, log?}), buildModel(id, outDir, {force?}),
  * buildFromSafetensors(path, id, outDir, {n_head?, force?}), writeGpt2Model(outDir, id, weights, weightSource),
@@ -193,6 +195,7 @@ async function ensureOne(id: string, dir: string, params: unknown, arch: 'gpt2' 
 export async function buildModel(id: string, outDir: string, opts: { force?: boolean } = {}): Promise<EnsureResult> {
   const b = findModel(id)?.build;
   if (!b) throw new Error(`unknown local model id "${id}" (known: ${MODEL_IDS.join(', ')})`);
+  if (b.kind === 'safetensors-gpt2') return buildFromSafetensors(join(REPO_ROOT, b.dir, 'model.safetensors'), id, outDir, { force: opts.force });
   if (b.kind === 'seeded-gpt2') {
     const params = { id, arch: 'gpt2', config: b.config, seed: b.seed, scale: b.scale };
     return ensureOne(

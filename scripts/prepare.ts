@@ -7,7 +7,7 @@
 import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureModels } from './make-models.ts';
+import { defaultModelIds, ensureModels } from './make-models.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -24,4 +24,4 @@ function copyOrt(): void {
 
 const ids = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 copyOrt();
-await ensureModels(ids.length ? ids : ['tiny-gpt2', 'tiny-mamba'], undefined, { log: (s) => console.log(`[models] ${s}`) });
+await ensureModels(ids.length ? ids : defaultModelIds(), undefined, { log: (s) => console.log(`[models] ${s}`) });

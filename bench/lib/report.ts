@@ -517,6 +517,21 @@ export function toMarkdown(r: BenchResults): string {
     );
   }
 
+  if (r.quality.length) {
+    out.push('## Model quality (held-out perplexity)', '');
+    out.push(
+      "Perplexity on held-out Brown-corpus text (documents micro-gpt2 never trained on), computed in this run on the ONNX graph each model is served as. Lower is better; a uniform guess over GPT-2's 50,257 tokens scores 50,257.",
+      '',
+    );
+    out.push(
+      mdTable(
+        ['model', 'held-out tokens', 'perplexity'],
+        r.quality.map((q) => [q.model, fmtInt(q.heldOutTokens), q.perplexity >= 1000 ? fmtInt(Math.round(q.perplexity)) : q.perplexity.toFixed(1)]),
+      ),
+      '',
+    );
+  }
+
   const defs = Object.entries(r.definitions);
   if (defs.length) {
     out.push('## Definitions', '');
@@ -564,6 +579,7 @@ export function readmeSection(r: BenchResults, mdPath = 'bench/results/latest.md
     ]);
   }
   for (const l of r.loads.filter((x) => x.device === 'wasm')) other.push([`Model load, ${target(l)}`, fmtMs(l.wallMs)]);
+  for (const q of r.quality) other.push([`Held-out perplexity, ${q.model} (${fmtInt(q.heldOutTokens)} Brown tokens)`, q.perplexity.toFixed(1)]);
   const lines = [headlineTable(r, true), ''];
   if (other.length) lines.push(mdTable(['other figures of the same run', 'this run'], other, { pad: true }), '');
   lines.push(
@@ -623,6 +639,7 @@ export function consoleSummary(r: BenchResults): string {
       `mamba       ${target(m).padEnd(40)} ${String(m.tokens).padStart(5)} tok  re-prefill ${fmtStat(m.reprefillMs)}  hot lookup ${fmtStat(m.restoreMs)}  stored ${fmtStat(m.restoreStoredMs)}`,
     );
   for (const l of r.loads) lines.push(`load        ${target(l).padEnd(40)} ${fmtMs(l.wallMs)} (threads ${l.threads}, plain ${l.plainThreads ?? '—'})`);
+  for (const q of r.quality) lines.push(`quality     ${q.model.padEnd(40)} held-out perplexity ${q.perplexity.toFixed(1)} over ${q.heldOutTokens} tokens`);
   for (const s of r.skipped) lines.push(`skipped     ${s.what}: ${s.reason}`);
   return lines.join('\n');
 }

@@ -203,6 +203,15 @@ export interface CodecRow {
   [k: string]: unknown;
 }
 
+/** How well a model predicts held-out text (bench/lib/quality.ts): measured in the run, on the ONNX graph the page is served. */
+export interface QualityRow {
+  model: string;
+  /** Tokens predicted (each window's first token has no context and is not counted). */
+  heldOutTokens: number;
+  /** exp(mean negative log-likelihood, nats) over those tokens. */
+  perplexity: number;
+}
+
 export interface SkipNote {
   what: string;
   reason: string;
@@ -264,6 +273,8 @@ export interface BenchResults {
   storage: StorageResult[];
   mambaRestore: MambaRestoreRow[];
   codecs: CodecRow[];
+  /** Held-out perplexity of the trained and the seeded GPT-2 (absent in files written before it was measured). */
+  quality: QualityRow[];
   skipped: SkipNote[];
   /** Set when this object was read from a file of an older format (see bench/lib/upgrade.ts). */
   upgradedFrom?: number;

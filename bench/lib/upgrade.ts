@@ -11,7 +11,10 @@
 import { DEFINITIONS } from './definitions.ts';
 import type { BenchResults, LoadRow, MambaRestoreRow, SkipNote } from './types.ts';
 
-type V1 = Omit<BenchResults, 'version' | 'mode' | 'command' | 'definitions' | 'ttft' | 'decode' | 'prefill' | 'loads' | 'mambaRestore' | 'agentLoop'> & {
+type V1 = Omit<
+  BenchResults,
+  'version' | 'mode' | 'command' | 'definitions' | 'ttft' | 'decode' | 'prefill' | 'loads' | 'mambaRestore' | 'agentLoop' | 'quality'
+> & {
   version: 1;
   mode: 'quick' | 'full';
   machine: BenchResults['machine'] & { hardwareConcurrency?: number };
@@ -24,7 +27,8 @@ type V1 = Omit<BenchResults, 'version' | 'mode' | 'command' | 'definitions' | 't
 
 export function readResults(json: unknown): BenchResults {
   const v = (json as { version?: unknown }).version;
-  if (v === 2) return json as BenchResults;
+  // Format 2 files written before quality[] existed have no such rows: none were measured.
+  if (v === 2) return { ...(json as BenchResults), quality: (json as Partial<BenchResults>).quality ?? [] };
   if (v !== 1) throw new Error(`bench results: unknown format ${String(v)}`);
   const o = json as V1;
   const { hardwareConcurrency: _nodeCores, ...machine } = o.machine;
@@ -58,6 +62,7 @@ export function readResults(json: unknown): BenchResults {
     storage: o.storage,
     mambaRestore: o.mambaRestore.map(({ speedup, ...m }) => ({ ...m, reprefillOverHotLookup: speedup })),
     codecs: o.codecs,
+    quality: [],
     skipped,
     upgradedFrom: 1,
   };

@@ -24,7 +24,7 @@ export * from '../core/errors.ts';
 export { verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 export type * from '../engine/api.ts';
 export type { StoreEvent };
-export { MODELS, DEFAULT_HUB_URL, hubDtypes, pendingDtype, resolveModelId, type ModelEntry } from '../models/registry.ts';
+export { MODELS, DEFAULT_HUB_URL, DEFAULT_PAGE_MODEL, hubDtypes, pendingDtype, resolveModelId, type ModelEntry } from '../models/registry.ts';
 export type { DownloadInfo };
 
 /**

@@ -15,7 +15,9 @@ export type Arch = 'gpt2' | 'mamba';
 /** How scripts/make-models.ts makes a local model. */
 export type BuildRecipe =
   | { kind: 'seeded-gpt2'; config: GPT2Config; seed: number; scale: number }
-  | { kind: 'seeded-mamba'; preset: MambaPreset; seed?: number; scale?: number };
+  | { kind: 'seeded-mamba'; preset: MambaPreset; seed?: number; scale?: number }
+  /** A committed Hugging Face GPT-2 checkpoint (`model.safetensors` + `config.json` in `dir`, relative to the repository root), converted as Hub weights are. */
+  | { kind: 'safetensors-gpt2'; dir: string };
 
 /** A Hub repository and the weights file of each dtype it has. */
 export interface HubSource {
@@ -51,6 +53,15 @@ const GPT2_BASE = { vocab_size: 50257, n_positions: 1024, layer_norm_epsilon: 1e
  * the real init scale (1) greedy decoding repeats one token.
  */
 export const MODELS: ModelEntry[] = [
+  {
+    // Trained on the Brown corpus by `npm run train-micro` (models/micro-gpt2/README.md): the offline model whose text means something.
+    id: 'micro-gpt2',
+    arch: 'gpt2',
+    source: 'local',
+    label: 'micro-gpt2 — offline, 4 layers, trained on the Brown corpus',
+    approxBytes: 15_300_000,
+    build: { kind: 'safetensors-gpt2', dir: 'models/micro-gpt2' },
+  },
   {
     id: 'tiny-gpt2',
     arch: 'gpt2',
@@ -115,6 +126,9 @@ export const MODELS: ModelEntry[] = [
 export function findModel(id: string): ModelEntry | undefined {
   return MODELS.find((m) => m.id === id);
 }
+
+/** The model the page loads when its address names none: the trained one (the seeded ones are for tests and benchmarks). */
+export const DEFAULT_PAGE_MODEL = 'micro-gpt2';
 
 /** Models `npm start` and `npm test` need (served with the page). */
 export const DEFAULT_LOCAL_MODELS = MODELS.filter((m) => m.source === 'local' && !m.big).map((m) => m.id);

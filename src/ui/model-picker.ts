@@ -1,4 +1,4 @@
-import { hubDtypes, MODELS, modelDownloadInfo, pendingDtype, resolveModelId, type DeviceChoice, type Dtype } from '../lib/index.ts';
+import { DEFAULT_PAGE_MODEL, hubDtypes, MODELS, modelDownloadInfo, pendingDtype, resolveModelId, type DeviceChoice, type Dtype } from '../lib/index.ts';
 import { app, refresh } from './app.ts';
 import { $, el, errorText, fmtBytes, fmtMs } from './dom.ts';
 
@@ -91,7 +91,7 @@ export function initModelPicker(params: URLSearchParams): void {
         text: m.source === 'hub' ? `${m.id} (~${fmtBytes(m.approxBytes)})` : `${m.id}${m.approxBytes > 1e8 ? ` (~${fmtBytes(m.approxBytes)})` : ''}`,
       }),
     );
-  const asked = params.get('model') ?? 'tiny-gpt2';
+  const asked = params.get('model') ?? DEFAULT_PAGE_MODEL;
   // A Hub model the registry does not list (its architecture comes from its config.json).
   if (asked.startsWith('hf:') && !MODELS.some((m) => m.id === asked)) {
     try {
@@ -173,7 +173,8 @@ export async function loadModel(): Promise<boolean> {
     );
     const recompute = $<HTMLInputElement>('recompute');
     // Recomputing a long context on a full-size model takes seconds per step: opt-in there.
-    recompute.checked = id.startsWith('tiny-');
+    const entry = MODELS.find((m) => m.id === id);
+    recompute.checked = entry?.source === 'local' && !entry.big;
     document.body.classList.add('model-ready');
     for (const b of document.querySelectorAll<HTMLButtonElement>('[data-needs-model]')) b.disabled = false;
     await refresh();

@@ -51,6 +51,8 @@ describe('bench results of format 1', () => {
     expect('hardwareConcurrency' in r.machine).toBe(false);
     // The loop was measured against a cleared-store statecart: not relabelled as plain.
     expect(r.agentLoop).toEqual([]);
+    // Format 1 measured no model quality.
+    expect(r.quality).toEqual([]);
     expect(r.skipped.map((x) => x.what)).toEqual(['agent loop vs plain', 'continue vs prefill', 'time to first token, decode, prefill throughput']);
   });
 
@@ -64,5 +66,13 @@ describe('bench results of format 1', () => {
 
   it('refuses a format it does not know', () => {
     expect(() => readResults({ version: 3 })).toThrow(/unknown format 3/);
+  });
+});
+
+describe('bench results of format 2 written before quality[] existed', () => {
+  it('reads as having measured no model quality, and keeps rows that are there', () => {
+    expect(readResults({ version: 2, mode: 'full', codecs: [] }).quality).toEqual([]);
+    const rows = [{ model: 'micro-gpt2', heldOutTokens: 2044, perplexity: 801.9 }];
+    expect(readResults({ version: 2, mode: 'quick', quality: rows }).quality).toEqual(rows);
   });
 });
