@@ -14,7 +14,7 @@
 import { prefillByRun, type Device, type ModelRun, type ModelState, type RunOptions, type StateModel, type StateTensor, type TensorSpec } from './types.ts';
 import type { ModelIdentity } from '../core/model-fingerprint.ts';
 import type { MambaDims } from './mamba-reference.ts';
-import { modelFingerprint } from '../core/model-fingerprint.ts';
+import { graphsDigest, modelFingerprint } from '../core/model-fingerprint.ts';
 import { sha256Hex } from '../core/sha256.ts';
 import { CorruptBlob, InvalidInput, ModelMismatch, ModelNotLoaded, throwIfAborted } from '../core/errors.ts';
 
@@ -272,21 +272,20 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
   if (graphs === 'scan' && !files.prefill_scan) {
     throw new ModelNotLoaded({ model: meta.id, reason: 'its folder has no prefill-scan graph; rebuild it with `npm run models`.' });
   }
-  // Only the graphs this device runs are fetched and started.
-  const wanted: [GraphKind, string][] =
-    graphs === 'scan'
-      ? [
-          ['scan', files.prefill_scan!],
-          ['step', files.step],
-        ]
-      : [
-          ['prefill', files.prefill],
-          ['tail', files.tail],
-          ['step', files.step],
-        ];
+  // Every graph of the folder is read (they are small; weights are apart) and
+  // goes into the fingerprint, whichever this device runs, so that a state's
+  // key does not depend on the device. Only the device's graphs are started.
+  const all: [GraphKind, string][] = [
+    ['prefill', files.prefill],
+    ['tail', files.tail],
+    ['step', files.step],
+  ];
+  if (files.prefill_scan) all.push(['scan', files.prefill_scan]);
+  const wanted = new Set<GraphKind>(graphs === 'scan' ? ['scan', 'step'] : ['prefill', 'tail', 'step']);
   const [weights, tokenizerJson, ...graphBytes] = await Promise.all(
-    [files.weights, 'tokenizer.json', ...wanted.map(([, f]) => f)].map((f) => fetchBytes(join(o.baseUrl, f))),
+    [files.weights, 'tokenizer.json', ...all.map(([, f]) => f)].map((f) => fetchBytes(join(o.baseUrl, f))),
   );
+  const bytes = new Map(all.map(([k], i) => [k, graphBytes[i]!]));
   if (o.verifyWeights ?? true) {
     const got = await sha256Hex(weights!);
     if (got !== meta.weights_sha256) {
@@ -301,6 +300,15 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
     // Only what shapes a state; chunking changes float rounding, not meaning.
     config: { n_layer: c.n_layer, d_model: c.d_model, d_inner: c.d_inner, d_state: c.d_state, d_conv: c.d_conv, dt_rank: c.dt_rank, vocab_size: c.vocab_size },
     weights_sha256: meta.weights_sha256,
+    // The graphs hold the computation, apart from the weights: a change to the
+    // graph builder must give states new keys too. A folder made before
+    // prefill-scan.onnx existed keeps the digest (and keys) it had.
+    graphs_sha256: await graphsDigest({
+      prefill: bytes.get('prefill')!,
+      tail: bytes.get('tail')!,
+      step: bytes.get('step')!,
+      ...(bytes.has('scan') ? { prefill_scan: bytes.get('scan')! } : {}),
+    }),
     tokenizer_sha256: await sha256Hex(tokenizerJson!),
     dtype: meta.dtype,
   };
@@ -315,7 +323,7 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
   };
   const sessions: Partial<Record<GraphKind, OrtSessionLike>> = {};
   try {
-    for (const [i, [k]] of wanted.entries()) sessions[k] = await o.ort.InferenceSession.create(graphBytes[i]!, sessionOptions);
+    for (const [k, b] of bytes) if (wanted.has(k)) sessions[k] = await o.ort.InferenceSession.create(b, sessionOptions);
   } catch (e) {
     for (const s of Object.values(sessions)) await s?.release();
     throw new ModelNotLoaded({ model: meta.id, reason: `it could not start on ${dev.device}: ${e instanceof Error ? e.message : String(e)}` });

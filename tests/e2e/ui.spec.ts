@@ -165,6 +165,8 @@ test.describe('cartridges through the page', () => {
       await page.getByLabel('New tokens', { exact: true }).fill('6');
       await page.getByRole('button', { name: 'Continue' }).click();
       await expect(nodes(page)).toHaveCount(3);
+      // The graph can redraw before the output is written: wait for the step's own result line.
+      await expect(page.getByTestId('action-result')).toContainText('processed');
       const here = await page.getByTestId('output').textContent();
 
       // A reload keeps everything: the graph is read back from IndexedDB.

@@ -9,7 +9,7 @@ import { writeSafetensors } from '../../src/formats/safetensors.ts';
 import { mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
 import type { ModelState } from '../../src/models/types.ts';
-import { sha256Hex } from '../../src/core/sha256.ts';
+import { graphsDigest } from '../../src/core/model-fingerprint.ts';
 
 const TOL = 1e-4;
 // Deterministic pseudo-text: ids spread over the whole vocabulary.
@@ -243,6 +243,8 @@ describe('MambaModel (the runner)', () => {
 
   it('reports identity, state layout, progress and honours abort', async () => {
     expect(model.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+    // Which graphs a device runs is not part of the key: WebGPU and WASM share states.
+    expect(chunked.fingerprint).toBe(model.fingerprint);
     expect(model.identity).toMatchObject({ arch: 'mamba', dtype: 'fp32', weights_sha256: meta.weights_sha256 });
     expect(model.identity.tokenizer_sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(model.device).toBe('cpu');
@@ -282,6 +284,11 @@ describe('MambaModel (the runner)', () => {
     const old = await createMambaModel({ ort: ort as unknown as OrtLike, baseUrl: dir, device: 'cpu', fetchBytes, tokenizer });
     try {
       expect(old.prefillGraphs).toBe('chunked');
+      // Its key is what it was before: the digest of the three graphs it has.
+      const g = async (f: string) => new Uint8Array(await readFile(join(dir, f)));
+      const three = await graphsDigest({ prefill: await g('onnx/prefill.onnx'), tail: await g('onnx/tail.onnx'), step: await g('onnx/step.onnx') });
+      expect(old.identity.graphs_sha256).toBe(three);
+      expect(model.identity.graphs_sha256).not.toBe(three);
       const toks = prompt(21, 7);
       const want = mambaReferenceForward(weights, toks, zeroMambaState(weights.dims));
       expect(maxDiff((await old.prefill(toks)).logits, want)).toBeLessThanOrEqual(TOL);
