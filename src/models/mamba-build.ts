@@ -8,7 +8,8 @@
  *   onnx/prefill.onnx        T a multiple of 8 (chunked scan)
  *   onnx/tail.onnx           any T (pairwise scan, meant for the < 8 leftovers)
  *   onnx/step.onnx           T = 1
- *   onnx/weights.bin         every weight, fp32, shared by the three graphs
+ *   onnx/prefill-scan.onnx   any T, the recurrence in an ONNX Scan (what CPUs run instead of prefill + tail)
+ *   onnx/weights.bin         every weight, fp32, shared by the graphs
  *   tokenizer.json, tokenizer_config.json   GPT-2's (src/models/tokenizer-json.ts)
  *
  * weights_sha256 is the sha256 of onnx/weights.bin: the graphs hold no
@@ -71,7 +72,7 @@ export interface StatecartJson {
   dtype: 'fp32';
   weights_sha256: string;
   weight_source: Record<string, unknown>;
-  files: { prefill: string; tail: string; step: string; weights: string };
+  files: { prefill: string; tail: string; step: string; prefill_scan: string; weights: string };
 }
 
 // ---------------------------------------------------------------- seeded weights
@@ -222,6 +223,7 @@ export async function buildMambaFiles(
     ['onnx/prefill.onnx', buildMambaGraph('prefill', weights.dims, packed, subchunk)],
     ['onnx/tail.onnx', buildMambaGraph('tail', weights.dims, packed)],
     ['onnx/step.onnx', buildMambaGraph('step', weights.dims, packed)],
+    ['onnx/prefill-scan.onnx', buildMambaGraph('prefill-scan', weights.dims, packed)],
     [`onnx/${WEIGHTS_FILE}`, packed.bytes],
   ]);
   const statecart: StatecartJson = {
@@ -231,7 +233,13 @@ export async function buildMambaFiles(
     dtype: 'fp32',
     weights_sha256: await sha256Hex(packed.bytes),
     weight_source: source,
-    files: { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: `onnx/${WEIGHTS_FILE}` },
+    files: {
+      prefill: 'onnx/prefill.onnx',
+      tail: 'onnx/tail.onnx',
+      step: 'onnx/step.onnx',
+      prefill_scan: 'onnx/prefill-scan.onnx',
+      weights: `onnx/${WEIGHTS_FILE}`,
+    },
   };
   files.set('config.json', json(hfMambaConfig(weights.dims)));
   files.set('statecart.json', json(statecart));

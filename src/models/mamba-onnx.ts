@@ -1,10 +1,11 @@
 /**
  * Mamba-1 ONNX graphs (opset 17) for onnxruntime-web, built with onnx-proto.
  *
- * Three graphs share one external weights file:
- *   prefill  input_ids [1, T], T a multiple of 8 (dynamic)   — chunked scan
- *   tail     input_ids [1, T], any T ≥ 1 (meant for T < 8)   — pairwise scan, O(T²)
- *   step     input_ids [1, 1]                                — one recurrence step
+ * Four graphs share one external weights file:
+ *   prefill       input_ids [1, T], T a multiple of 8 (dynamic)  — chunked scan (GPUs)
+ *   tail          input_ids [1, T], any T ≥ 1 (meant for T < 8)  — pairwise scan, O(T²) (GPUs)
+ *   step          input_ids [1, 1]                               — one recurrence step
+ *   prefill-scan  input_ids [1, T], any T ≥ 1                    — ONNX Scan over tokens (CPUs)
  * Each also takes `conv_state.N` [1, d_inner, d_conv-1] and `ssm_state.N`
  * [1, d_inner, d_state] per layer and returns `logits` [1, vocab] (last
  * position only), `conv_state_out.N` and `ssm_state_out.N`.
@@ -21,6 +22,18 @@
  * earlier sub-chunks' end states, with exp(G_j − G_i) where the mask adds
  * −1e30 to the exponent before Exp (never inf·0). Masks come from Range +
  * Less + Where, not Trilu; softplus is Relu(x) + Log(1 + Exp(−|x|)).
+ *
+ * On a CPU that closed form is the cost: its ~30 passes over [T, d_inner,
+ * d_state] tensors (5 of them Exp) took 2–3× the time of all the matrix
+ * products of a mamba-130m prefill on WASM (bench/profile-mamba-web.ts).
+ * `prefill-scan` runs the recurrence itself in an ONNX Scan instead: per
+ * token dA = exp(dt ⊗ A), h = dA·h + B ⊗ dt·x (one Gemm) and y = C·h, on
+ * [d_state, d_inner] tensors that stay in cache; one Exp per element and no
+ * big intermediate. It is the reference recurrence, so it is stable at any
+ * weight scale, and needs no clamp: exp(dt·A) ≤ 1 since dt ≥ 0 and A < 0 (the
+ * reference's clamp at −20 moves a state by < 2.1e-9 of itself). Scan falls
+ * back to the CPU on the web's GPU backends, so there the runner uses
+ * `prefill` and `tail`, and on CPUs `prefill-scan` and `step`.
  */
 import { GraphBuilder, DT, onnx, type Dim } from './onnx-util.ts';
 import type { MambaDims, MambaLayerWeights, MambaWeights } from './mamba-reference.ts';
@@ -36,7 +49,7 @@ export const WEIGHTS_FILE = 'weights.bin';
 const BIG = 2147483647; // Slice "to the end"
 const MASKED = -1e30; // exponent for masked pairs: Exp gives exactly 0
 
-export type MambaGraphKind = 'prefill' | 'tail' | 'step';
+export type MambaGraphKind = 'prefill' | 'tail' | 'step' | 'prefill-scan';
 
 /** Where one tensor lies in the weights file. */
 export interface WeightEntry {
@@ -132,6 +145,7 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
     return name;
   };
   const T: Dim = kind === 'step' ? 1 : 'T';
+  const scan = kind === 'prefill-scan';
 
   const ids = g.input('input_ids', DT.INT64, [1, T]);
   const convIn: string[] = [];
@@ -142,7 +156,8 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
   }
 
   const rmsNorm = (x: string, w: string): string => {
-    const ms = g.op1('ReduceMean', [g.mul(x, x)], { axes: [-1], keepdims: 1 });
+    // Pow(x, 2) lets onnxruntime's CPU optimizer fuse the norm into one SimplifiedLayerNormalization.
+    const ms = g.op1('ReduceMean', [scan ? g.op1('Pow', [x, g.float(2)]) : g.mul(x, x)], { axes: [-1], keepdims: 1 });
     const r = g.op1('Sqrt', [g.add(ms, g.float(RMS_EPS))]);
     return g.mul(g.op1('Div', [x, r]), w);
   };
@@ -189,6 +204,12 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
     const [dtr, Bm, Cm] = g.split(g.matmul(xc, W(p + 'x_proj_t')), -1, [R, N, N]) as [string, string, string];
     const dt = softplus(g.add(g.matmul(dtr, W(p + 'dt_proj_t')), W(p + 'dt_proj_b'))); // [T, E]
     const A = g.op1('Neg', [exp(W(p + 'A_log'))]); // [E, N]
+    if (scan) {
+      const r = scanRecurrence(g, l, { dt, dtx: g.mul(dt, xc), B: Bm, C: Cm, At: g.transpose(A, [1, 0]), h0: ssmIn[l]!, E, N });
+      ssmOut.push(r.hLast);
+      h = g.add(h, g.matmul(g.mul(g.add(r.y, g.mul(xc, W(p + 'D'))), silu(z)), W(p + 'out_proj_t')));
+      continue;
+    }
     const a = g.op1('Max', [g.mul(g.unsqueeze(dt, [-1]), A), g.float(DT_A_CLAMP)]); // [T, E, N]
     const u = g.mul(g.unsqueeze(g.mul(dt, xc), [-1]), g.unsqueeze(Bm, [1])); // [T, E, N]
     const h0 = g.squeeze(ssmIn[l]!, [0]); // [E, N]
@@ -257,6 +278,48 @@ export function buildMambaGraph(kind: MambaGraphKind, d: MambaDims, packed: Pack
     g.output(`ssm_state_out.${l}`, ssmOut[l]!, DT.FLOAT, [1, E, N]);
   }
   return encodeWithExternal(g, packed, used);
+}
+
+/**
+ * One layer's selective scan as an ONNX Scan over the T tokens, n-major
+ * ([N, E] per token, so every broadcast runs along d_inner). Takes dt and
+ * dtx = dt·x [T, E], B and C [T, N], At = Aᵀ [N, E] and h0 = ssm_state.l
+ * [1, E, N]; gives y [T, E] (Σ_n C·h after each token) and the last state [1, E, N].
+ */
+function scanRecurrence(
+  g: GraphBuilder,
+  l: number,
+  o: { dt: string; dtx: string; B: string; C: string; At: string; h0: string; E: number; N: number },
+): { y: string; hLast: string } {
+  const { E, N } = o;
+  // The body's values carry the layer in their names: a subgraph may not reuse a name of the graph around it.
+  const b = new GraphBuilder(`scan_${l}`);
+  const n = (s: string): string => `scan${l}_${s}`;
+  const h = b.input(n('h'), DT.FLOAT, [N, E]);
+  const dt = b.input(n('dt'), DT.FLOAT, [1, E]);
+  const dtx = b.input(n('dtx'), DT.FLOAT, [1, E]);
+  const B = b.input(n('B'), DT.FLOAT, [N, 1]);
+  const C = b.input(n('C'), DT.FLOAT, [1, N]);
+  const dA = b.op1('Exp', [b.op1('Mul', [dt, o.At], {}, n('dtA'))], {}, n('dA')); // At: from the outer graph
+  const hNext = b.op1('Gemm', [B, dtx, b.op1('Mul', [dA, h], {}, n('decayed'))], {}, n('h_next')); // B ⊗ dtx + dA·h
+  b.output(n('h_out'), hNext, DT.FLOAT, [N, E]);
+  b.output(n('y'), b.op1('MatMul', [C, hNext], {}, n('Ch')), DT.FLOAT, [1, E]);
+  const body = onnx.GraphProto.fromObject({ name: `scan_${l}`, node: b.nodes, input: b.inputs, output: b.outputs });
+
+  const hIn = g.reshape(g.transpose(o.h0, [0, 2, 1]), [N, E]);
+  const [hOut, ys] = [g.fresh('scan_h'), g.fresh('scan_y')];
+  g.nodes.push({
+    name: `Scan_${g.nodes.length}`,
+    opType: 'Scan',
+    // Token t's slices: dt[t] [1, E], dtx[t] [1, E], B[t] [N, 1], C[t] [1, N].
+    input: [hIn, g.unsqueeze(o.dt, [1]), g.unsqueeze(o.dtx, [1]), g.unsqueeze(o.B, [2]), g.unsqueeze(o.C, [1])],
+    output: [hOut, ys],
+    attribute: [
+      { name: 'body', type: onnx.AttributeProto.AttributeType.GRAPH, g: body },
+      { name: 'num_scan_inputs', type: onnx.AttributeProto.AttributeType.INT, i: 4 },
+    ],
+  });
+  return { y: g.reshape(ys, [-1, E]), hLast: g.unsqueeze(g.transpose(hOut, [1, 0]), [0]) };
 }
 
 /** Like onnx-util's encodeModel, but the weights are references into one shared file. */

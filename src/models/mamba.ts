@@ -5,9 +5,11 @@
 // or Node APIs beyond `fetch` (replaceable with `fetchBytes`).
 //
 // Files under `baseUrl` (built by src/models/mamba-build.ts):
-//   statecart.json, tokenizer.json, onnx/{prefill,tail,step}.onnx, onnx/weights.bin
-// The three graphs share the weights file; each session still holds its own
-// copy in the runtime's heap (≈ 3 × 516 MB for mamba-130m).
+//   statecart.json, tokenizer.json, onnx/{prefill,tail,step,prefill-scan}.onnx, onnx/weights.bin
+// The graphs share the weights file; each session still holds its own copy in
+// the runtime's heap (516 MB for mamba-130m). A GPU (WebGPU) runs prefill +
+// tail + step; a CPU (WASM, onnxruntime-node) prefill-scan + step, so it holds
+// two copies, not three (src/models/mamba-onnx.ts says why).
 
 import { prefillByRun, type Device, type ModelRun, type ModelState, type RunOptions, type StateModel, type StateTensor, type TensorSpec } from './types.ts';
 import type { ModelIdentity } from '../core/model-fingerprint.ts';
@@ -50,8 +52,16 @@ export interface MambaStatecartJson {
   dtype: 'fp32';
   weights_sha256: string;
   weight_source?: unknown;
-  files?: { prefill: string; tail: string; step: string; weights: string };
+  /** prefill_scan is absent from folders made before it existed; CPUs then run prefill + tail. */
+  files?: { prefill: string; tail: string; step: string; prefill_scan?: string; weights: string };
 }
+
+/**
+ * How a run of more than one token is computed: `scan`, the recurrence in an
+ * ONNX Scan (prefill-scan.onnx, any length); `chunked`, its closed form over
+ * multiples of the sub-chunk (prefill.onnx) plus tail.onnx for the rest.
+ */
+export type MambaPrefillGraphs = 'scan' | 'chunked';
 
 export interface CreateMambaOptions {
   ort: OrtLike;
@@ -69,9 +79,14 @@ export interface CreateMambaOptions {
   verifyWeights?: boolean;
   /** Merged into every session's options (e.g. intraOpNumThreads, logSeverityLevel). */
   sessionOptions?: Record<string, unknown>;
+  /**
+   * Default: `chunked` on WebGPU (Scan would fall back to the CPU there), else
+   * `scan` when the folder has prefill-scan.onnx (several times faster on a CPU).
+   */
+  prefillGraphs?: MambaPrefillGraphs;
 }
 
-type GraphKind = 'prefill' | 'tail' | 'step';
+type GraphKind = 'prefill' | 'tail' | 'step' | 'scan';
 
 const join = (base: string, path: string): string => (base.endsWith('/') ? base : base + '/') + path;
 
@@ -118,8 +133,10 @@ export class MambaModel implements StateModel {
     readonly adapter: string | null,
     readonly deviceReason: string,
     private readonly ort: OrtLike,
-    private readonly sessions: Record<GraphKind, OrtSessionLike>,
+    private readonly sessions: Partial<Record<GraphKind, OrtSessionLike>>,
     private readonly tokenizer: MambaTokenizer,
+    /** Which graphs compute runs of more than one token. */
+    readonly prefillGraphs: MambaPrefillGraphs = 'chunked',
   ) {
     this.vocabSize = config.vocab_size;
     this.subchunk = config.subchunk ?? 8;
@@ -170,11 +187,16 @@ export class MambaModel implements StateModel {
     const c = this.config;
     const plan: [GraphKind, number][] = [];
     let left = tokens.length;
-    while (left >= c.chunk) plan.push(['prefill', c.chunk]), (left -= c.chunk);
-    const bulk = left - (left % this.subchunk);
-    if (bulk > 0) plan.push(['prefill', bulk]), (left -= bulk);
-    if (left > 1) plan.push(['tail', left]);
-    else if (left === 1) plan.push(['step', 1]);
+    if (this.prefillGraphs === 'scan') {
+      // Any length: whole chunks, then the rest; one token alone takes the step graph.
+      while (left > 1) plan.push(['scan', Math.min(left, c.chunk)]), (left -= Math.min(left, c.chunk));
+    } else {
+      while (left >= c.chunk) plan.push(['prefill', c.chunk]), (left -= c.chunk);
+      const bulk = left - (left % this.subchunk);
+      if (bulk > 0) plan.push(['prefill', bulk]), (left -= bulk);
+      if (left > 1) plan.push(['tail', left]), (left = 0);
+    }
+    if (left === 1) plan.push(['step', 1]);
 
     let done = 0;
     let logits: Float32Array | null = null;
@@ -194,7 +216,7 @@ export class MambaModel implements StateModel {
         feeds[`conv_state.${l}`] = new this.ort.Tensor('float32', tensors[2 * l]!.data, [1, c.d_inner, c.d_conv - 1]);
         feeds[`ssm_state.${l}`] = new this.ort.Tensor('float32', tensors[2 * l + 1]!.data, [1, c.d_inner, c.d_state]);
       }
-      const out = await this.sessions[kind].run(feeds);
+      const out = await this.sessions[kind]!.run(feeds);
       const next: StateTensor[] = [];
       for (let l = 0; l < c.n_layer; l++) {
         next.push({ name: `layers.${l}.conv`, dims: [c.d_inner, c.d_conv - 1], data: copyF32(out[`conv_state_out.${l}`]!) });
@@ -209,7 +231,7 @@ export class MambaModel implements StateModel {
   }
 
   async dispose(): Promise<void> {
-    for (const s of Object.values(this.sessions)) await s.release();
+    for (const s of Object.values(this.sessions)) await s?.release();
   }
 
   /** The state's tensors in layer order, after checking names and sizes. */
@@ -246,9 +268,24 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
   if (meta.arch !== 'mamba') throw new ModelMismatch({ kind: 'files', url: o.baseUrl, holds: `a ${meta.arch} model`, wanted: 'a Mamba model' });
   if (o.modelId !== undefined && meta.id !== o.modelId) throw new ModelMismatch({ kind: 'files', url: o.baseUrl, holds: meta.id, wanted: o.modelId });
   const files = meta.files ?? { prefill: 'onnx/prefill.onnx', tail: 'onnx/tail.onnx', step: 'onnx/step.onnx', weights: 'onnx/weights.bin' };
-  const [weights, tokenizerJson, prefill, tail, step] = await Promise.all(
-    [files.weights, 'tokenizer.json', files.prefill, files.tail, files.step].map((f) => fetchBytes(join(o.baseUrl, f))),
+  const graphs: MambaPrefillGraphs = o.prefillGraphs ?? (o.device !== 'webgpu' && files.prefill_scan ? 'scan' : 'chunked');
+  if (graphs === 'scan' && !files.prefill_scan) {
+    throw new ModelNotLoaded({ model: meta.id, reason: 'its folder has no prefill-scan graph; rebuild it with `npm run models`.' });
+  }
+  // Every graph of the folder is read (they are small; weights are apart) and
+  // goes into the fingerprint, whichever this device runs, so that a state's
+  // key does not depend on the device. Only the device's graphs are started.
+  const all: [GraphKind, string][] = [
+    ['prefill', files.prefill],
+    ['tail', files.tail],
+    ['step', files.step],
+  ];
+  if (files.prefill_scan) all.push(['scan', files.prefill_scan]);
+  const wanted = new Set<GraphKind>(graphs === 'scan' ? ['scan', 'step'] : ['prefill', 'tail', 'step']);
+  const [weights, tokenizerJson, ...graphBytes] = await Promise.all(
+    [files.weights, 'tokenizer.json', ...all.map(([, f]) => f)].map((f) => fetchBytes(join(o.baseUrl, f))),
   );
+  const bytes = new Map(all.map(([k], i) => [k, graphBytes[i]!]));
   if (o.verifyWeights ?? true) {
     const got = await sha256Hex(weights!);
     if (got !== meta.weights_sha256) {
@@ -264,8 +301,14 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
     config: { n_layer: c.n_layer, d_model: c.d_model, d_inner: c.d_inner, d_state: c.d_state, d_conv: c.d_conv, dt_rank: c.dt_rank, vocab_size: c.vocab_size },
     weights_sha256: meta.weights_sha256,
     // The graphs hold the computation, apart from the weights: a change to the
-    // graph builder must give states new keys too.
-    graphs_sha256: await graphsDigest({ prefill: prefill!, tail: tail!, step: step! }),
+    // graph builder must give states new keys too. A folder made before
+    // prefill-scan.onnx existed keeps the digest (and keys) it had.
+    graphs_sha256: await graphsDigest({
+      prefill: bytes.get('prefill')!,
+      tail: bytes.get('tail')!,
+      step: bytes.get('step')!,
+      ...(bytes.has('scan') ? { prefill_scan: bytes.get('scan')! } : {}),
+    }),
     tokenizer_sha256: await sha256Hex(tokenizerJson!),
     dtype: meta.dtype,
   };
@@ -278,18 +321,12 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
     externalData: [{ path: weightsName, data: weights }],
     ...o.sessionOptions,
   };
-  const sessions = {} as Record<GraphKind, OrtSessionLike>;
+  const sessions: Partial<Record<GraphKind, OrtSessionLike>> = {};
   try {
-    for (const [k, bytes] of [
-      ['prefill', prefill],
-      ['tail', tail],
-      ['step', step],
-    ] as const) {
-      sessions[k] = await o.ort.InferenceSession.create(bytes!, sessionOptions);
-    }
+    for (const [k, b] of bytes) if (wanted.has(k)) sessions[k] = await o.ort.InferenceSession.create(b, sessionOptions);
   } catch (e) {
-    for (const s of Object.values(sessions)) await s.release();
+    for (const s of Object.values(sessions)) await s?.release();
     throw new ModelNotLoaded({ model: meta.id, reason: `it could not start on ${dev.device}: ${e instanceof Error ? e.message : String(e)}` });
   }
-  return new MambaModel(meta.id, c, identity, fingerprint, dev.device, dev.adapter, dev.reason, o.ort, sessions, o.tokenizer);
+  return new MambaModel(meta.id, c, identity, fingerprint, dev.device, dev.adapter, dev.reason, o.ort, sessions, o.tokenizer, graphs);
 }

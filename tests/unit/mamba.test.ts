@@ -9,6 +9,7 @@ import { writeSafetensors } from '../../src/formats/safetensors.ts';
 import { mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
 import type { ModelState } from '../../src/models/types.ts';
+import { graphsDigest } from '../../src/core/model-fingerprint.ts';
 
 const TOL = 1e-4;
 // Deterministic pseudo-text: ids spread over the whole vocabulary.
@@ -54,6 +55,8 @@ let dir: string;
 let meta: StatecartJson;
 let weights: MambaWeights;
 let model: MambaModel;
+/** The same folder run as WebGPU runs it: prefill.onnx + tail.onnx (a CPU's default is prefill-scan.onnx). */
+let chunked: MambaModel;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'statecart-mamba-'));
@@ -68,10 +71,21 @@ beforeAll(async () => {
     tokenizer: { encode: (s) => Array.from(s, (c) => c.charCodeAt(0)), decode: (ids) => String.fromCharCode(...ids) },
     sessionOptions: { intraOpNumThreads: 1 },
   });
+  chunked = await createMambaModel({
+    ort: ort as unknown as OrtLike,
+    baseUrl: dir,
+    modelId: 'tiny-mamba',
+    device: 'cpu',
+    fetchBytes: async (p) => new Uint8Array(await readFile(p)),
+    tokenizer: { encode: (s) => Array.from(s, (c) => c.charCodeAt(0)), decode: (ids) => String.fromCharCode(...ids) },
+    sessionOptions: { intraOpNumThreads: 1 },
+    prefillGraphs: 'chunked',
+  });
 });
 
 afterAll(async () => {
   await model?.dispose();
+  await chunked?.dispose();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -144,66 +158,71 @@ describe('a Hub checkpoint converted in memory (what the worker does for state-s
   });
 });
 
-describe('tiny-mamba graphs (onnxruntime-node) against the TypeScript reference', () => {
-  it('prefill, tail and step match the reference in logits and state', async () => {
-    const toks = prompt(43);
-    const ref = zeroMambaState(weights.dims);
-    const refLogits = mambaReferenceForward(weights, toks, ref);
-    // 43 = 40 (prefill) + 3 (tail); then one step.
-    const { state, logits } = await model.prefill(toks);
-    expect(maxDiff(logits, refLogits)).toBeLessThanOrEqual(TOL);
-    expect(maxAbs(refLogits)).toBeGreaterThan(0.5);
-    expect(stateDiff(state, refToModelState(ref, toks))).toBeLessThanOrEqual(TOL);
-    const s2 = await model.prefill([toks[5]!], state);
-    const refStep = mambaReferenceForward(weights, [toks[5]!], ref);
-    expect(maxDiff(s2.logits, refStep)).toBeLessThanOrEqual(TOL);
-    expect(s2.state.tokens).toEqual([...toks, toks[5]]);
-  });
+for (const graphs of ['scan', 'chunked'] as const) {
+  describe(`tiny-mamba graphs (onnxruntime-node, ${graphs}) against the TypeScript reference`, () => {
+    const m = (): MambaModel => (graphs === 'scan' ? model : chunked);
+    it('the runner uses the graphs asked for', () => expect(m().prefillGraphs).toBe(graphs));
 
-  it('feeding the prompt in pieces of 1, 7 or 64 tokens gives the same final state', async () => {
-    const toks = prompt(100, 1);
-    const ref = zeroMambaState(weights.dims);
-    const refLogits = mambaReferenceForward(weights, toks, ref);
-    const refState = refToModelState(ref, toks);
-    for (const piece of [1, 7, 64]) {
-      let st: ModelState | undefined;
-      let logits: Float32Array = new Float32Array();
-      for (let i = 0; i < toks.length; i += piece) ({ state: st, logits } = await model.prefill(toks.slice(i, i + piece), st));
-      expect(st!.tokens).toEqual(toks);
-      expect(stateDiff(st!, refState), `pieces of ${piece}`).toBeLessThanOrEqual(TOL);
-      expect(maxDiff(logits, refLogits), `pieces of ${piece}`).toBeLessThanOrEqual(TOL);
-    }
-  });
+    it('prefill (or scan), tail and step match the reference in logits and state', async () => {
+      const toks = prompt(43);
+      const ref = zeroMambaState(weights.dims);
+      const refLogits = mambaReferenceForward(weights, toks, ref);
+      // 43 = 40 (prefill) + 3 (tail); then one step.
+      const { state, logits } = await m().prefill(toks);
+      expect(maxDiff(logits, refLogits)).toBeLessThanOrEqual(TOL);
+      expect(maxAbs(refLogits)).toBeGreaterThan(0.5);
+      expect(stateDiff(state, refToModelState(ref, toks))).toBeLessThanOrEqual(TOL);
+      const s2 = await m().prefill([toks[5]!], state);
+      const refStep = mambaReferenceForward(weights, [toks[5]!], ref);
+      expect(maxDiff(s2.logits, refStep)).toBeLessThanOrEqual(TOL);
+      expect(s2.state.tokens).toEqual([...toks, toks[5]]);
+    });
 
-  it('prefill then steps equals steps from the start', async () => {
-    const toks = prompt(24, 2);
-    const a = await model.prefill(toks.slice(0, 20));
-    let la = a.logits;
-    let sa = a.state;
-    for (const t of toks.slice(20)) ({ state: sa, logits: la } = await model.prefill([t], sa));
-    let sb: ModelState | undefined;
-    let lb: Float32Array = new Float32Array();
-    for (const t of toks) ({ state: sb, logits: lb } = await model.prefill([t], sb));
-    expect(maxDiff(la, lb)).toBeLessThanOrEqual(TOL);
-    expect(stateDiff(sa, sb!)).toBeLessThanOrEqual(TOL);
-  });
+    it('feeding the prompt in pieces of 1, 7 or 64 tokens gives the same final state', async () => {
+      const toks = prompt(100, 1);
+      const ref = zeroMambaState(weights.dims);
+      const refLogits = mambaReferenceForward(weights, toks, ref);
+      const refState = refToModelState(ref, toks);
+      for (const piece of [1, 7, 64]) {
+        let st: ModelState | undefined;
+        let logits: Float32Array = new Float32Array();
+        for (let i = 0; i < toks.length; i += piece) ({ state: st, logits } = await m().prefill(toks.slice(i, i + piece), st));
+        expect(st!.tokens).toEqual(toks);
+        expect(stateDiff(st!, refState), `pieces of ${piece}`).toBeLessThanOrEqual(TOL);
+        expect(maxDiff(logits, refLogits), `pieces of ${piece}`).toBeLessThanOrEqual(TOL);
+      }
+    });
 
-  it('greedy continuations vary and match the reference', async () => {
-    let { state, logits } = await model.prefill(prompt(9, 3));
-    const ref = zeroMambaState(weights.dims);
-    let refLogits = mambaReferenceForward(weights, prompt(9, 3), ref);
-    const out: number[] = [];
-    const refOut: number[] = [];
-    for (let i = 0; i < 16; i++) {
-      out.push(argmax(logits));
-      refOut.push(argmax(refLogits));
-      ({ state, logits } = await model.prefill([out[i]!], state));
-      refLogits = mambaReferenceForward(weights, [refOut[i]!], ref);
-    }
-    expect(out).toEqual(refOut);
-    expect(new Set(out).size).toBeGreaterThan(8);
+    it('prefill then steps equals steps from the start', async () => {
+      const toks = prompt(24, 2);
+      const a = await m().prefill(toks.slice(0, 20));
+      let la = a.logits;
+      let sa = a.state;
+      for (const t of toks.slice(20)) ({ state: sa, logits: la } = await m().prefill([t], sa));
+      let sb: ModelState | undefined;
+      let lb: Float32Array = new Float32Array();
+      for (const t of toks) ({ state: sb, logits: lb } = await m().prefill([t], sb));
+      expect(maxDiff(la, lb)).toBeLessThanOrEqual(TOL);
+      expect(stateDiff(sa, sb!)).toBeLessThanOrEqual(TOL);
+    });
+
+    it('greedy continuations vary and match the reference', async () => {
+      let { state, logits } = await m().prefill(prompt(9, 3));
+      const ref = zeroMambaState(weights.dims);
+      let refLogits = mambaReferenceForward(weights, prompt(9, 3), ref);
+      const out: number[] = [];
+      const refOut: number[] = [];
+      for (let i = 0; i < 16; i++) {
+        out.push(argmax(logits));
+        refOut.push(argmax(refLogits));
+        ({ state, logits } = await m().prefill([out[i]!], state));
+        refLogits = mambaReferenceForward(weights, [refOut[i]!], ref);
+      }
+      expect(out).toEqual(refOut);
+      expect(new Set(out).size).toBeGreaterThan(8);
+    });
   });
-});
+}
 
 describe('MambaModel (the runner)', () => {
   it('prefill in one call equals two calls equals the reference', async () => {
@@ -224,6 +243,8 @@ describe('MambaModel (the runner)', () => {
 
   it('reports identity, state layout, progress and honours abort', async () => {
     expect(model.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+    // Which graphs a device runs is not part of the key: WebGPU and WASM share states.
+    expect(chunked.fingerprint).toBe(model.fingerprint);
     expect(model.identity).toMatchObject({ arch: 'mamba', dtype: 'fp32', weights_sha256: meta.weights_sha256 });
     expect(model.identity.tokenizer_sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(model.device).toBe('cpu');
@@ -235,7 +256,10 @@ describe('MambaModel (the runner)', () => {
     ]);
     const seen: number[] = [];
     const { state } = await model.prefill(prompt(150, 5), undefined, { onProgress: (p) => seen.push(p.done) });
-    expect(seen).toEqual([0, 64, 128, 144, 150]); // 2 chunks of 64, 16 (multiple of 8), a tail of 6
+    expect(seen).toEqual([0, 64, 128, 150]); // scan: 2 chunks of 64, then the 22 left
+    const seenChunked: number[] = [];
+    await chunked.prefill(prompt(150, 5), undefined, { onProgress: (p) => seenChunked.push(p.done) });
+    expect(seenChunked).toEqual([0, 64, 128, 144, 150]); // 2 chunks of 64, 16 (multiple of 8), a tail of 6
     expect(state.tensors.map((t) => t.data.byteLength).reduce((a, b) => a + b)).toBe(2 * 128 * (3 + 16) * 4);
 
     const ac = new AbortController();
@@ -245,6 +269,35 @@ describe('MambaModel (the runner)', () => {
     await expect(model.prefill([50257])).rejects.toMatchObject({ name: 'InvalidInput' });
     const wrong: ModelState = { ...state, tensors: state.tensors.slice(1) };
     await expect(model.prefill([1], wrong)).rejects.toMatchObject({ name: 'ModelMismatch' });
+  });
+
+  it('runs a folder made before prefill-scan.onnx existed on prefill + tail, and says so when scan is asked for', async () => {
+    // statecart.json as older builders wrote it: no prefill_scan entry.
+    const fetchBytes = async (p: string): Promise<Uint8Array> => {
+      const b = new Uint8Array(await readFile(p));
+      if (!p.endsWith('statecart.json')) return b;
+      const j = JSON.parse(new TextDecoder().decode(b)) as StatecartJson;
+      const { prefill_scan: _, ...files } = j.files;
+      return new TextEncoder().encode(JSON.stringify({ ...j, files }));
+    };
+    const tokenizer = { encode: () => [], decode: () => '' };
+    const old = await createMambaModel({ ort: ort as unknown as OrtLike, baseUrl: dir, device: 'cpu', fetchBytes, tokenizer });
+    try {
+      expect(old.prefillGraphs).toBe('chunked');
+      // Its key is what it was before: the digest of the three graphs it has.
+      const g = async (f: string) => new Uint8Array(await readFile(join(dir, f)));
+      const three = await graphsDigest({ prefill: await g('onnx/prefill.onnx'), tail: await g('onnx/tail.onnx'), step: await g('onnx/step.onnx') });
+      expect(old.identity.graphs_sha256).toBe(three);
+      expect(model.identity.graphs_sha256).not.toBe(three);
+      const toks = prompt(21, 7);
+      const want = mambaReferenceForward(weights, toks, zeroMambaState(weights.dims));
+      expect(maxDiff((await old.prefill(toks)).logits, want)).toBeLessThanOrEqual(TOL);
+    } finally {
+      await old.dispose();
+    }
+    await expect(
+      createMambaModel({ ort: ort as unknown as OrtLike, baseUrl: dir, device: 'cpu', fetchBytes, tokenizer, prefillGraphs: 'scan' }),
+    ).rejects.toMatchObject({ name: 'ModelNotLoaded' });
   });
 
   it('refuses weights that do not match statecart.json', async () => {
