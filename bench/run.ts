@@ -33,7 +33,7 @@ import { readResults } from './lib/upgrade.ts';
 import { DEFINITIONS } from './lib/definitions.ts';
 import { TARGETS } from './lib/targets.ts';
 import { outputName, parseArgs, type Section } from './lib/args.ts';
-import type { BenchDevice, BenchResults, CodecRow, MambaRestoreRow, RunTarget, SkipNote } from './lib/types.ts';
+import type { BenchDevice, BenchResults, MambaRestoreRow, RunTarget, SkipNote } from './lib/types.ts';
 import type { Bench } from './lib/page.ts';
 import { measureCodecRows } from './codec-rows.ts';
 
