@@ -37,8 +37,9 @@ import { heldOutPerplexity } from './lib/quality.ts';
 import { DEFINITIONS } from './lib/definitions.ts';
 import { TARGETS } from './lib/targets.ts';
 import { outputName, parseArgs, type Section } from './lib/args.ts';
-import type { BenchDevice, BenchResults, CodecRow, MambaRestoreRow, RunTarget, SkipNote } from './lib/types.ts';
+import type { BenchDevice, BenchResults, MambaRestoreRow, RunTarget, SkipNote } from './lib/types.ts';
 import type { Bench } from './lib/page.ts';
+import { measureCodecRows } from './codec-rows.ts';
 
 // ---------------------------------------------------------------- the plan
 
@@ -127,41 +128,6 @@ function machine(): BenchResults['machine'] {
     memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
     loadAvg: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
-}
-
-/**
- * The codec optimizer's tables, written by bench/codec-table.ts (another part
- * of the bench) to bench/results/codecs.json, merged when present:
- * { date, results: [{ model, tokens, report: { rows: [{ codec, bytes, metrics: { maxLogitError, greedyMatch } }], choice } }] }.
- */
-function readCodecRows(dir: string, skipped: SkipNote[]): CodecRow[] {
-  const f = join(dir, 'codecs.json');
-  if (!existsSync(f)) return [];
-  try {
-    const j = JSON.parse(readFileSync(f, 'utf8')) as {
-      date?: string;
-      results?: { model: string; tokens?: number; report?: { rows?: Record<string, unknown>[]; choice?: string } }[];
-    };
-    const out: CodecRow[] = [];
-    for (const r of j.results ?? []) {
-      for (const row of r.report?.rows ?? []) {
-        const m = (row.metrics ?? {}) as Record<string, unknown>;
-        out.push({
-          model: r.tokens ? `${r.model} (${r.tokens} tokens)` : r.model,
-          codec: String(row.codec),
-          bytes: Number(row.bytes),
-          maxLogitError: Number(m.maxLogitError ?? NaN),
-          greedyMatch: Boolean(m.greedyMatch),
-          chosen: row.codec === r.report?.choice,
-          from: `bench/results/codecs.json (${j.date ?? 'undated'})`,
-        });
-      }
-    }
-    return out;
-  } catch (e) {
-    skipped.push({ what: 'codec table', reason: `bench/results/codecs.json could not be read: ${(e as Error).message}` });
-    return [];
-  }
 }
 
 /**
@@ -488,11 +454,9 @@ async function main() {
   await measureQuality(res, skipped);
 
   // The separate scripts' rows (marked as merged) complete a full run only; a quick or partial one shows what it measured.
-  if (res.mode === 'full') {
-    res.codecs = readCodecRows(resultsDir, skipped);
-    res.mambaRestore.push(...readMambaRows(resultsDir, res.mambaRestore, skipped));
-    if (!res.codecs.length) skipped.push({ what: 'codec table', reason: 'no codec results in bench/results/ (bench/codec-table.ts writes them)' });
-  }
+  // The codec table is measured in this run (bench/codec-rows.ts: the trained micro-gpt2, in Node), full and quick alike.
+  if (res.mode !== 'partial') res.codecs = await measureCodecRows({ quick: res.mode === 'quick', skipped, log: (s) => console.log(s) });
+  if (res.mode === 'full') res.mambaRestore.push(...readMambaRows(resultsDir, res.mambaRestore, skipped));
   const end = os.loadavg();
   res.machine.loadAvgEnd = end.map((x) => Math.round(x * 100) / 100);
   // The 15-minute average at the end covers most of a long run; the start's 1-minute one covers a short run's beginning.

@@ -501,15 +501,18 @@ export function toMarkdown(r: BenchResults): string {
     out.push('## Codecs', '');
     const from = [...new Set(r.codecs.map((c) => c.from).filter((x): x is string => typeof x === 'string'))];
     if (from.length) out.push(`Merged from ${from.join(', ')}: a separate run, not timed here.`, '');
+    const n = (x: unknown, f: (v: number) => string) => (typeof x === 'number' && Number.isFinite(x) ? f(x) : '—');
     out.push(
       mdTable(
-        ['model', 'codec', 'bytes', 'max logit error', 'greedy match', 'chosen'],
+        ['model', 'codec', 'bytes', 'vs fp16', 'max logit error', 'mean KL (nats)', 'greedy agreement', 'chosen'],
         r.codecs.map((c) => [
-          c.model,
+          c.stateTokens ? `${c.model} (${c.stateTokens} tokens)` : c.model,
           c.codec,
           fmtBytes(c.bytes),
-          Number.isFinite(c.maxLogitError) ? c.maxLogitError.toExponential(2) : '—',
-          c.greedyMatch ? 'yes' : 'no',
+          n(c.bytesVsFp16, (v) => `${v.toFixed(3)}×`),
+          n(c.maxLogitError, (v) => v.toExponential(2)),
+          n(c.meanKL, (v) => v.toExponential(2)),
+          typeof c.greedyAgree === 'number' && typeof c.greedyTotal === 'number' ? `${c.greedyAgree}/${c.greedyTotal}` : c.greedyMatch ? 'yes' : 'no',
           c.chosen ? 'yes' : '',
         ]),
       ),

@@ -196,6 +196,15 @@ export interface CodecRow {
   bytes: number;
   maxLogitError: number;
   greedyMatch: boolean;
+  /** bytes / the same state's fp16 bytes. */
+  bytesVsFp16?: number;
+  /** Mean KL(fp32 ‖ codec) of the next-token distributions over the probe, nats. */
+  meanKL?: number;
+  /** Probe positions where the codec's argmax is fp32's, of greedyTotal. */
+  greedyAgree?: number;
+  greedyTotal?: number;
+  /** Tokens in the measured state. */
+  stateTokens?: number;
   /** The codec the optimizer picked for this state. */
   chosen?: boolean;
   /** Where the row came from, when merged from another script's output. */

@@ -3,12 +3,15 @@ import type { Manifest } from '../store/records.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
 import {
   buildCartridge,
+  buildCartridgeBytes,
   cartridgeProvenance,
   parseCartridge,
   resolveDelta,
   CARTRIDGE_FORMAT,
+  type BuildInput,
   type CartridgeCodec,
   type CartridgeConfig,
+  type CartridgeQuality,
   type ExpectedModel,
 } from '../formats/cartridge.ts';
 import { parseSafetensorsHeader } from '../formats/safetensors.ts';
@@ -17,6 +20,7 @@ import { KeyChain } from '../core/key-chain.ts';
 import { dimsAt } from '../core/state.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StateNotFound, StatecartError, throwIfAborted } from '../core/errors.ts';
 import { signReceipt, verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
+import { compareToReference, referenceRun } from './quality.ts';
 
 /**
  * Cartridges on the engine side: a stored state out to a `.safetensors` Blob,
@@ -38,6 +42,13 @@ export interface ExportOptions {
   /** Default fp32 (lossless). For a Mamba delta, the codec inside the delta. */
   codec?: CodecName;
   codecParams?: CodecParams;
+  /**
+   * A lossy whole-state cartridge carries its codec's measured quality on the
+   * state (metadata "quality"): the decoded file against the fp32 state, over
+   * `greedyTokens` greedy positions after it (default 64, fewer when the
+   * context has less room). false: don't measure. Delta cartridges are not measured.
+   */
+  quality?: false | { greedyTokens?: number };
 }
 
 export interface ExportedCartridge {
@@ -49,6 +60,8 @@ export interface ExportedCartridge {
   parent: string | null;
   /** Receipts in the file, oldest first. */
   receipts: number;
+  /** The measured quality written into the file (null: lossless, a delta, or not measured). */
+  quality: CartridgeQuality | null;
 }
 
 export interface ImportResult {
@@ -65,6 +78,8 @@ export interface ImportResult {
   receipt: SignedReceipt | null;
   /** Whether the cartridge's receipt chain verified and ends at this state. */
   receiptsVerified: boolean;
+  /** The lossy codec's quality on this state, as measured at export (null when the file records none). */
+  quality: CartridgeQuality | null;
 }
 
 export type CartridgeSource = Uint8Array | ArrayBuffer | Blob | string | URL;
@@ -132,7 +147,7 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
   }
   const { state } = await host.store.getState(key);
   const receipts = await receiptChain(host.store, m);
-  const built = await buildCartridge({
+  const input: BuildInput = {
     modelId: m.modelId,
     modelFp: m.modelFp,
     arch: model.arch,
@@ -144,7 +159,9 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
     receipts,
     ...(m.provenance ? { provenance: m.provenance } : {}),
     ...(parent ? { parent } : {}),
-  });
+  };
+  const quality = codec !== 'fp32' && !parent && opts.quality !== false ? await measureExport(model, m, state, input, opts.quality?.greedyTokens ?? 64) : null;
+  const built = await buildCartridge(quality ? { ...input, quality } : input);
   const blob = new Blob(built.parts as BlobPart[], { type: 'application/octet-stream' });
   built.parts.length = 0;
   return {
@@ -155,6 +172,33 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
     codec: built.metadata.codec as CartridgeCodec,
     parent: parent?.stateKey ?? null,
     receipts: receipts.length,
+    quality,
+  };
+}
+
+/**
+ * The cartridge's own decoded state (as an importer will read it) against the
+ * fp32 state, over greedy positions after it. A state stored lossy is not its
+ * own reference: fp32 is recomputed from its tokens.
+ */
+async function measureExport(model: StateModel, m: Manifest, state: ModelState, input: BuildInput, greedyTokens: number): Promise<CartridgeQuality | null> {
+  if (!Number.isInteger(greedyTokens) || greedyTokens < 1)
+    throw new InvalidInput(`exportCartridge: quality.greedyTokens is a whole number ≥ 1, got ${greedyTokens}`);
+  const n = Math.min(greedyTokens, model.maxTokens - m.tokens.length);
+  if (n < 1) return null; // a state at the context limit has no room for a probe
+  const reference = m.codec === 'fp32' ? state : (await model.prefill(m.tokens)).state;
+  const decoded = (await parseCartridge(await buildCartridgeBytes(input), expectedModel(model))).state;
+  if (!decoded) return null;
+  const ref = await referenceRun(model, reference, { greedyTokens: n });
+  const q = await compareToReference(model, decoded, ref);
+  return {
+    codec: input.codec,
+    maxLogitError: q.maxLogitError,
+    meanKL: q.klMean,
+    maxKL: q.klMax,
+    greedyAgree: q.greedyAgree,
+    greedyTotal: q.positions,
+    probeTokens: ref.probeTokens,
   };
 }
 
@@ -207,6 +251,7 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
       parent: existing.parent,
       receipt: null,
       receiptsVerified: receiptsVerified.ok,
+      quality: parsed.quality,
     };
   }
   let state: ModelState;
@@ -262,6 +307,7 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
     parent: parsed.parent?.stateKey ?? null,
     receipt: res.receipt,
     receiptsVerified: receiptsVerified.ok,
+    quality: parsed.quality,
   };
 }
 

@@ -3,7 +3,7 @@ import type { StateStore, CodecChooser } from '../store/store.ts';
 import type { CodecConstraints } from '../store/records.ts';
 import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from '../store/blocks.ts';
 import { InvalidInput, ModelMismatch, StateNotFound } from '../core/errors.ts';
-import { compareToReference, referenceRun, type QualityMetrics } from './quality.ts';
+import { compareToReference, referenceRun, type ProbeOptions, type QualityMetrics } from './quality.ts';
 
 /**
  * TenPak's idea applied to states: try every codec on the state itself, run
@@ -190,4 +190,85 @@ export function codecChooser(getModel: (id?: string) => Promise<StateModel>): Co
     if (room < need) return 'fp32';
     return (await evaluateCodecs(model, state, c)).choice;
   };
+}
+
+/** One codec on one state, in the terms of the bench's codec table and a cartridge's quality record. */
+export interface CodecQuality {
+  codec: BlockCodec;
+  /** Bytes the store would write for the state with this codec (all blocks). */
+  bytes: number;
+  /** bytes / the fp16 bytes of the same state. */
+  bytesVsFp16: number;
+  /** Against fp32, over the probe's positions. */
+  maxLogitError: number;
+  meanKL: number;
+  maxKL: number;
+  /** Positions where the codec's argmax equals fp32's, of greedyTotal. */
+  greedyAgree: number;
+  greedyTotal: number;
+  /** The first tokens fed after the state (the probe, then teacher tokens if any). */
+  probeTokens: number[];
+  error?: string;
+}
+
+/**
+ * Measures each codec on an fp32 state: its size against fp16 and how far
+ * the model's next-token distributions move over the probe (teacher-forced
+ * along `probe.teacherTokens` when given, e.g. held-out text after the
+ * state). A codec that cannot encode the state gets a row with `error`.
+ */
+export async function measureCodecs(
+  model: StateModel,
+  state: ModelState,
+  probe: ProbeOptions,
+  codecs: readonly BlockCodec[] = ALL_CODECS,
+): Promise<CodecQuality[]> {
+  const ref = await referenceRun(model, state, probe);
+  const fed = [...ref.probeTokens, ...(ref.fed ?? [])];
+  const encoded = new Map<BlockCodec, ReturnType<typeof encodeState> | Error>();
+  for (const c of [...new Set<BlockCodec>([...codecs, 'fp16'])]) {
+    try {
+      encoded.set(c, encodeState(state, c));
+    } catch (e) {
+      encoded.set(c, e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+  const fp16 = encoded.get('fp16');
+  // fp16 refuses values past ±65504; its size is still exactly half of fp32's payload plus headers, so count it without values.
+  const fp16Bytes =
+    fp16 instanceof Error
+      ? encodeState({ ...state, tensors: state.tensors.map((t) => ({ ...t, data: new Float32Array(t.data.length) })) }, 'fp16').bytes
+      : fp16!.bytes;
+  const rows: CodecQuality[] = [];
+  for (const codec of codecs) {
+    const enc = encoded.get(codec)!;
+    if (enc instanceof Error) {
+      rows.push({
+        codec,
+        bytes: 0,
+        bytesVsFp16: NaN,
+        maxLogitError: NaN,
+        meanKL: NaN,
+        maxKL: NaN,
+        greedyAgree: 0,
+        greedyTotal: ref.greedy.length,
+        probeTokens: fed,
+        error: enc.message,
+      });
+      continue;
+    }
+    const m = await compareToReference(model, enc.decoded, ref);
+    rows.push({
+      codec,
+      bytes: enc.bytes,
+      bytesVsFp16: enc.bytes / fp16Bytes,
+      maxLogitError: m.maxLogitError,
+      meanKL: m.klMean,
+      maxKL: m.klMax,
+      greedyAgree: m.greedyAgree,
+      greedyTotal: m.positions,
+      probeTokens: fed,
+    });
+  }
+  return rows;
 }

@@ -18,6 +18,12 @@ export interface ProbeOptions {
   probeTokens?: number[];
   /** Positions compared after the probe, each one greedy token (default 32). */
   greedyTokens?: number;
+  /**
+   * Teacher forcing: the tokens fed between compared positions instead of
+   * fp32's greedy ones (held-out text after the state). Then there are
+   * teacherTokens.length + 1 positions and greedyTokens is ignored.
+   */
+  teacherTokens?: number[];
 }
 
 export interface Reference {
@@ -26,6 +32,8 @@ export interface Reference {
   greedy: number[];
   /** fp32 logits at each compared position (greedy.length of them). */
   logits: Float32Array[];
+  /** The tokens fed after each position but the last (teacher forcing); absent: the greedy ones. */
+  fed?: number[];
 }
 
 export interface QualityMetrics {
@@ -49,7 +57,7 @@ export function argmax(a: Float32Array): number {
 }
 
 function defaultProbe(state: ModelState, o: ProbeOptions): { probe: number[]; n: number } {
-  const n = o.greedyTokens ?? 32;
+  const n = o.teacherTokens ? o.teacherTokens.length + 1 : (o.greedyTokens ?? 32);
   if (!Number.isInteger(n) || n < 1) throw new InvalidInput(`quality probe: greedyTokens is a whole number ≥ 1, got ${n}`);
   const probe = o.probeTokens && o.probeTokens.length > 0 ? [...o.probeTokens] : state.tokens.slice(-1);
   if (probe.length === 0) throw new InvalidInput('quality probe: the state has no tokens and no probe tokens were given');
@@ -63,14 +71,15 @@ export async function referenceRun(model: StateModel, state: ModelState, o: Prob
   let r = await model.prefill(probe, state);
   const logits: Float32Array[] = [];
   const greedy: number[] = [];
+  const fed = o.teacherTokens;
   for (let i = 0; i < n; i++) {
     logits.push(r.logits);
     const t = argmax(r.logits);
     greedy.push(t);
     // The last greedy token needs no run: nothing after it is compared.
-    if (i < n - 1) r = await model.prefill([t], r.state);
+    if (i < n - 1) r = await model.prefill([fed ? fed[i]! : t], r.state);
   }
-  return { probeTokens: probe, greedy, logits };
+  return { probeTokens: probe, greedy, logits, ...(fed ? { fed: [...fed] } : {}) };
 }
 
 /** Runs `candidate` along the reference's tokens and compares every position. */
@@ -97,7 +106,7 @@ export async function compareToReference(model: StateModel, candidate: ModelStat
     klMax = Math.max(klMax, kl);
     klSum += kl;
     if (argmax(q) === ref.greedy[i]) agree++;
-    if (i < n - 1) r = await model.prefill([ref.greedy[i]!], r.state);
+    if (i < n - 1) r = await model.prefill([ref.fed ? ref.fed[i]! : ref.greedy[i]!], r.state);
   }
   return {
     maxLogitError: maxErr,

@@ -44,6 +44,60 @@ export interface BuildInput {
    * `delta` of `parent.state`'s, with `codec` inside.
    */
   parent?: { stateKey: string; tokens: number; state?: ModelState };
+  /** What the lossy `codec` did to this state, measured by the exporter: written as metadata "quality". */
+  quality?: CartridgeQuality;
+}
+
+/**
+ * A lossy cartridge's measured quality (metadata "quality"): the model run on
+ * the decoded state against the fp32 state, over a probe after it. Measured
+ * by whoever exported the file and not covered by any digest, so it is a
+ * claim about the file, checked for shape only.
+ */
+export interface CartridgeQuality {
+  /** The codec measured: the file's (a delta's inner codec). */
+  codec: CodecName;
+  /** max |logit − fp32 logit| over every probe position and vocabulary entry. */
+  maxLogitError: number;
+  /** KL(fp32 ‖ decoded) of the next-token distributions, nats: mean and largest over the positions. */
+  meanKL: number;
+  maxKL: number;
+  /** Positions where the decoded state's argmax is fp32's, of greedyTotal. */
+  greedyAgree: number;
+  greedyTotal: number;
+  /** The token fed after the state first (then fp32's greedy tokens). */
+  probeTokens: number[];
+}
+
+const MAX_PROBE = 4096;
+
+/** The quality record if it has the documented shape, else a reason it has not. */
+export function checkQuality(q: unknown, codec: CodecName): CartridgeQuality | string {
+  if (typeof q !== 'object' || q === null || Array.isArray(q)) return 'it should be a JSON object';
+  const o = q as Record<string, unknown>;
+  if (o.codec !== codec) return `it measures codec ${JSON.stringify(o.codec)}, the file uses ${codec}`;
+  if (codec === 'fp32') return 'fp32 is lossless: there is nothing to measure';
+  for (const k of ['maxLogitError', 'meanKL', 'maxKL'] as const) {
+    const v = o[k];
+    if (typeof v !== 'number' || !(v >= 0) || v === Infinity) return `${k} should be a finite number ≥ 0, is ${JSON.stringify(v)}`;
+  }
+  const total = o.greedyTotal;
+  const agree = o.greedyAgree;
+  if (!Number.isInteger(total) || (total as number) < 1 || (total as number) > MAX_PROBE) return `greedyTotal should be an integer from 1 to ${MAX_PROBE}`;
+  if (!Number.isInteger(agree) || (agree as number) < 0 || (agree as number) > (total as number))
+    return `greedyAgree should be an integer from 0 to greedyTotal`;
+  const probe = o.probeTokens;
+  if (!Array.isArray(probe) || probe.length > MAX_PROBE || !probe.every((t) => Number.isInteger(t) && t >= 0))
+    return 'probeTokens should be an array of token ids';
+  return {
+    codec,
+    maxLogitError: o.maxLogitError as number,
+    meanKL: o.meanKL as number,
+    maxKL: o.maxKL as number,
+    greedyAgree: agree as number,
+    greedyTotal: total as number,
+    probeTokens: [...(probe as number[])],
+  };
 }
 
 export interface ExpectedModel {
@@ -94,6 +148,8 @@ export interface ParsedCartridge {
   decoded: StateTensor[] | null;
   /** The state, ready to use; null for a delta (use `resolveDelta`). */
   state: ModelState | null;
+  /** The lossy codec's measured quality on this state, when the exporter recorded it. */
+  quality: CartridgeQuality | null;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -204,6 +260,11 @@ export async function buildCartridge(input: BuildInput): Promise<BuiltCartridge>
     receipts: JSON.stringify(input.receipts ?? []),
   };
   if (Object.keys(shapes).length > 0) metadata.shapes = JSON.stringify(shapes);
+  if (input.quality !== undefined) {
+    const q = checkQuality(input.quality, codec);
+    if (typeof q === 'string') throw new InvalidInput(`quality: ${q}`);
+    metadata.quality = JSON.stringify(q);
+  }
   if (input.provenance) metadata.provenance = JSON.stringify(input.provenance);
   if (parent) {
     metadata.parent_state_key = parent.stateKey;
@@ -438,6 +499,19 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
   }
   if (codec === 'delta') decoded = null;
 
+  let quality: CartridgeQuality | null = null;
+  if (meta.quality !== undefined) {
+    let q: unknown;
+    try {
+      q = JSON.parse(meta.quality);
+    } catch {
+      throw invalid('metadata "quality" is not valid JSON', { field: 'quality' });
+    }
+    const c = checkQuality(q, (codec === 'delta' ? inner : codec) as CodecName);
+    if (typeof c === 'string') throw invalid(`metadata "quality" is malformed: ${c}`, { field: 'quality' });
+    quality = c;
+  }
+
   return {
     format: CARTRIDGE_FORMAT,
     modelId,
@@ -455,6 +529,7 @@ async function parse(bytes: Uint8Array, expect: ExpectedModel): Promise<ParsedCa
     tensors,
     decoded,
     state: parent || !decoded ? null : { tokens: ids, tensors: decoded },
+    quality,
   };
 }
 

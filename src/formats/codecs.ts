@@ -7,7 +7,8 @@ import { float16ToFloat32, float32ToFloat16, HALF_MAX } from './fp16.ts';
  * bytes (a delta also needs its parent). Layout, all little-endian:
  *
  *   0  "SCC" 0x01            magic + layout version
- *   4  u8  codec id          1 fp32, 2 fp16, 3 int8, 4 kivi4, 5 delta
+ *   4  u8  codec id          1 fp32, 2 fp16, 6 int8, 7 kivi4, 5 delta
+ *                            (3 int8 and 4 kivi4: the earlier layouts, decoded only)
  *   5  u8  ndims             0..8
  *   6  u16 P                 bytes of codec parameters
  *   8  u32 × ndims           dims
@@ -44,8 +45,9 @@ export interface Codec {
 
 const MAGIC = [0x53, 0x43, 0x43, 0x01];
 const MAX_DIMS = 8;
-const ID = { fp32: 1, fp16: 2, int8: 3, kivi4: 4, delta: 5 } as const;
-const NAME_OF: Record<number, CodecName | 'delta'> = { 1: 'fp32', 2: 'fp16', 3: 'int8', 4: 'kivi4', 5: 'delta' };
+// int8 and kivi4 got one-byte parameters under new ids (6, 7); the ids they had (3, 4) still decode exactly.
+const ID = { fp32: 1, fp16: 2, int8v1: 3, kivi4v1: 4, delta: 5, int8: 6, kivi4: 7 } as const;
+const NAME_OF: Record<number, CodecName | 'delta'> = { 1: 'fp32', 2: 'fp16', 3: 'int8', 4: 'kivi4', 5: 'delta', 6: 'int8', 7: 'kivi4' };
 
 // ---------------------------------------------------------------- header
 
@@ -195,9 +197,9 @@ const fp32: Codec = {
   },
 };
 
-function expectCodec(bytes: Uint8Array, id: number): CodecHeader {
+function expectCodec(bytes: Uint8Array, ...ids: number[]): CodecHeader {
   const h = readCodecHeader(bytes);
-  if (h.id !== id) throw corrupt(`this is ${h.name} data, not ${NAME_OF[id]}`);
+  if (!ids.includes(h.id)) throw corrupt(`this is ${h.name} data, not ${NAME_OF[ids[0]!]}`);
   return h;
 }
 
@@ -229,15 +231,88 @@ const fp16: Codec = {
   },
 };
 
+// ---------------------------------------------------------------- coded steps
+
+/**
+ * Quantizer steps stored in one byte each: step = base · 2^(−k/16) with
+ * k ∈ [0, 255] and one float32 `base` per tensor (its largest step). In a
+ * 16-token KV block the per-channel parameters cost as much as a third of
+ * the codes when kept as float32; a byte each keeps the steps within 4.5% of
+ * the ideal (never below it, so nothing is clamped) over 16 octaves.
+ *
+ * The fractions are literals, and the product is rounded the same way
+ * everywhere, so every engine decodes the same bits.
+ */
+const FRAC16 = [
+  1.0,
+  0.9576032806985737,
+  0.9170040432046712,
+  0.8781260801866497,
+  0.8408964152537145,
+  0.8052451659746271,
+  0.7711054127039704,
+  0.7384130729697497,
+  Math.SQRT1_2,
+  0.6771277734684463,
+  0.6484197773255048,
+  0.620928906036742,
+  0.5946035575013605,
+  0.5693943173783458,
+  0.5452538663326288,
+  0.5221368912137069,
+];
+const POW2NEG = Array.from({ length: 16 }, (_, i) => 1 / (1 << i));
+
+function codedStep(base: number, k: number): number {
+  return Math.fround(base * FRAC16[k & 15]! * POW2NEG[k >> 4]!);
+}
+
+/** The largest code whose step is still ≥ need (so no value is clamped); 255 for a zero need. */
+function stepCode(base: number, need: number): number {
+  if (!(need > 0)) return 255;
+  let k = Math.min(255, Math.max(0, Math.floor(16 * Math.log2(base / need))));
+  while (k > 0 && codedStep(base, k) < need) k--;
+  while (k < 255 && codedStep(base, k + 1) >= need) k++;
+  return k;
+}
+
+/** One byte per need; base = the largest need. */
+function codeSteps(need: Float32Array): { base: number; codes: Uint8Array; steps: Float32Array } {
+  let base = 0;
+  for (let i = 0; i < need.length; i++) if (need[i]! > base) base = need[i]!;
+  const codes = new Uint8Array(need.length);
+  const steps = new Float32Array(need.length);
+  for (let i = 0; i < need.length; i++) {
+    codes[i] = stepCode(base, need[i]!);
+    steps[i] = codedStep(base, codes[i]!);
+  }
+  return { base, codes, steps };
+}
+
+function stepsOf(base: number, codes: Uint8Array): Float32Array {
+  const steps = new Float32Array(codes.length);
+  for (let i = 0; i < codes.length; i++) steps[i] = codedStep(base, codes[i]!);
+  return steps;
+}
+
+function readBase(bytes: Uint8Array, at: number, what: string): number {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getFloat32(at, true);
+  if (!(v >= 0 && v < Infinity)) throw corrupt(`${what} is ${v}; it is finite and non-negative`);
+  return v;
+}
+
 // ---------------------------------------------------------------- int8
 
 /**
- * Symmetric absmax per channel: one float32 scale per (g, c), taken over the
- * T axis (for KV: per head and head_dim channel, over tokens — KV outliers
- * live in fixed channels). q = round(x / scale) ∈ [-127, 127].
- * Payload: G·C float32 scales, then G·T·C int8. |error| ≤ scale / 2.
+ * Symmetric absmax per channel: one step per (g, c), taken over the T axis
+ * (for KV: per head and head_dim channel, over tokens — KV outliers live in
+ * fixed channels). q = round(x / step) ∈ [-127, 127]; |error| ≤ step / 2.
+ *
+ * Codec id 6 (current) payload: float32 base, G·C step codes (one byte each,
+ * see "coded steps"), then G·T·C int8.
+ * Codec id 3 (written before; still decoded exactly): G·C float32 steps, then G·T·C int8.
  */
-function int8Scales(data: Float32Array, G: number, T: number, C: number): Float32Array {
+function int8Need(data: Float32Array, G: number, T: number, C: number): Float32Array {
   const absmax = new Float32Array(G * C);
   for (let g = 0; g < G; g++) {
     const a = g * C;
@@ -253,6 +328,11 @@ function int8Scales(data: Float32Array, G: number, T: number, C: number): Float3
   return absmax;
 }
 
+/** The steps the int8 encoder uses for `data`. */
+function int8Steps(data: Float32Array, G: number, T: number, C: number): { base: number; codes: Uint8Array; steps: Float32Array } {
+  return codeSteps(int8Need(data, G, T, C));
+}
+
 const int8: Codec = {
   name: 'int8',
   id: ID.int8,
@@ -261,12 +341,13 @@ const int8: Codec = {
     const n = checkTensor(t, 'int8');
     checkFinite(t.data, 'int8');
     const [G, T, C] = gtc(t.dims);
-    const scales = int8Scales(t.data, G, T, C);
-    const { out, off } = writeHeader(ID.int8, t.dims, new Uint8Array(0), 4 * G * C + n);
-    new Float32Array(out.buffer, off, G * C).set(scales);
-    const q = new Int8Array(out.buffer, off + 4 * G * C, n);
-    const inv = new Float64Array(scales.length);
-    for (let i = 0; i < scales.length; i++) inv[i] = scales[i] === 0 ? 0 : 1 / scales[i]!;
+    const { base, codes, steps } = int8Steps(t.data, G, T, C);
+    const { out, dv, off } = writeHeader(ID.int8, t.dims, new Uint8Array(0), 4 + G * C + n);
+    dv.setFloat32(off, base, true);
+    out.set(codes, off + 4);
+    const q = new Int8Array(out.buffer, off + 4 + G * C, n);
+    const inv = new Float64Array(steps.length);
+    for (let i = 0; i < steps.length; i++) inv[i] = steps[i] === 0 ? 0 : 1 / steps[i]!;
     const d = t.data;
     for (let g = 0; g < G; g++) {
       for (let tt = 0; tt < T; tt++) {
@@ -281,25 +362,49 @@ const int8: Codec = {
     return out;
   },
   decode(bytes) {
-    const h = expectCodec(bytes, ID.int8);
-    const [G, T, C] = gtc(h.dims);
-    expectLength(bytes, h.off + 4 * G * C + h.n, 'int8 data');
-    const scales = viewOf(Float32Array, bytes, h.off, G * C);
-    for (let i = 0; i < scales.length; i++) {
-      const s = scales[i]!;
-      if (!(s >= 0 && s < Infinity)) throw corrupt(`int8 scale ${i} is ${s}; scales are finite and non-negative`);
-    }
-    const q = new Int8Array(bytes.buffer, bytes.byteOffset + h.off + 4 * G * C, h.n);
+    const h = expectCodec(bytes, ID.int8, ID.int8v1);
     const out = new Float32Array(h.n);
-    for (let g = 0; g < G; g++) {
-      for (let t = 0; t < T; t++) {
-        const row = (g * T + t) * C;
-        for (let c = 0; c < C; c++) out[row + c] = q[row + c]! * scales[g * C + c]!;
-      }
-    }
+    decodeInt8Into(bytes, out, 0);
     return { dims: h.dims, data: out };
   },
 };
+
+/**
+ * Decodes int8 bytes (either layout) into `out` at `o`, without a temporary
+ * array per tensor: the store restores int8 blocks through this, so that
+ * restoring an int8 state is not slower than restoring fp32. Returns the
+ * element count.
+ */
+export function decodeInt8Into(bytes: Uint8Array, out: Float32Array, o: number): number {
+  const h = expectCodec(bytes, ID.int8, ID.int8v1);
+  const [G, T, C] = gtc(h.dims);
+  let steps: Float32Array;
+  let at: number;
+  if (h.id === ID.int8v1) {
+    expectLength(bytes, h.off + 4 * G * C + h.n, 'int8 data');
+    steps = viewOf(Float32Array, bytes, h.off, G * C);
+    for (let i = 0; i < steps.length; i++) {
+      const s = steps[i]!;
+      if (!(s >= 0 && s < Infinity)) throw corrupt(`int8 scale ${i} is ${s}; scales are finite and non-negative`);
+    }
+    at = h.off + 4 * G * C;
+  } else {
+    expectLength(bytes, h.off + 4 + G * C + h.n, 'int8 data');
+    steps = stepsOf(readBase(bytes, h.off, 'the int8 step base'), bytes.subarray(h.off + 4, h.off + 4 + G * C));
+    at = h.off + 4 + G * C;
+  }
+  if (o + h.n > out.length) throw new RangeError('decodeInt8Into: the output is too short');
+  const q = new Int8Array(bytes.buffer, bytes.byteOffset + at, h.n);
+  for (let g = 0; g < G; g++) {
+    const sg = g * C;
+    for (let t = 0; t < T; t++) {
+      const row = (g * T + t) * C;
+      const dst = o + row;
+      for (let c = 0; c < C; c++) out[dst + c] = q[row + c]! * steps[sg + c]!;
+    }
+  }
+  return h.n;
+}
 
 // ---------------------------------------------------------------- kivi4
 
@@ -312,10 +417,15 @@ const int8: Codec = {
  * stay fp16, as KIVI keeps its recent window in full precision.
  *
  * Parameters (P = 8): u8 kind (0 key, 1 value), u8 0, u16 0, u32 r (the
- * residual tokens actually kept, min(R, T)). Payload, with Tq = T − r:
- *   groups × (float32 min, float32 step)   groups = G·C (key) or G·Tq (value)
+ * residual tokens actually kept, min(R, T)). With Tq = T − r and
+ * groups = G·C (key) or G·Tq (value), codec id 7 (current) payload:
+ *   float32 lo, float32 dmin, float32 base
+ *   groups × u8 min codes                   min = lo + m·dmin (≤ the group's min)
+ *   groups × u8 step codes                  see "coded steps"
  *   G·r·C fp16                              the residual tokens, row-major
  *   ceil(G·Tq·C / 2) bytes                  4-bit codes of [G, Tq, C], low nibble first
+ * Codec id 4 (written before; still decoded exactly) has groups × (float32
+ * min, float32 step) in place of the first three lines.
  * x ≈ min + q·step, q ∈ [0, 15]; |error| ≤ step / 2 per group.
  */
 interface KiviLayout {
@@ -325,15 +435,18 @@ interface KiviLayout {
   r: number;
   Tq: number;
   groups: number;
+  /** Bytes of the per-group parameters. */
+  paramBytes: number;
   payload: number;
 }
 
-function kiviLayout(dims: number[], kind: 'key' | 'value', r: number): KiviLayout {
+function kiviLayout(dims: number[], kind: 'key' | 'value', r: number, v1 = false): KiviLayout {
   const [G, T, C] = gtc(dims);
   const Tq = T - r;
   const groups = kind === 'key' ? G * C : G * Tq;
-  const payload = 8 * groups + 2 * G * r * C + Math.ceil((G * Tq * C) / 2);
-  return { G, T, C, r, Tq, groups, payload };
+  const paramBytes = v1 ? 8 * groups : 12 + 2 * groups;
+  const payload = paramBytes + 2 * G * r * C + Math.ceil((G * Tq * C) / 2);
+  return { G, T, C, r, Tq, groups, paramBytes, payload };
 }
 
 function kiviParams(dims: number[], params: CodecParams | undefined): { kind: 'key' | 'value'; r: number } {
@@ -345,54 +458,66 @@ function kiviParams(dims: number[], params: CodecParams | undefined): { kind: 'k
   return { kind, r: Math.min(R, T) };
 }
 
-/** (min, step) per group, as the encoder will store them. */
-function kiviGroups(data: Float32Array, L: KiviLayout, kind: 'key' | 'value'): Float32Array {
-  const { G, T, C, Tq } = L;
-  const mm = new Float32Array(2 * L.groups);
-  if (kind === 'key') {
-    const lo = new Float64Array(C);
-    const hi = new Float64Array(C);
-    for (let g = 0; g < G; g++) {
-      lo.fill(Infinity);
-      hi.fill(-Infinity);
-      for (let t = 0; t < Tq; t++) {
-        const row = (g * T + t) * C;
-        for (let c = 0; c < C; c++) {
-          const v = data[row + c]!;
-          if (v < lo[c]!) lo[c] = v;
-          if (v > hi[c]!) hi[c] = v;
-        }
-      }
+interface KiviGroups {
+  lo: number;
+  dmin: number;
+  base: number;
+  minCodes: Uint8Array;
+  stepCodes: Uint8Array;
+  /** Per group, as the decoder computes them. */
+  mins: Float32Array;
+  steps: Float32Array;
+}
+
+function storedMin(lo: number, dmin: number, m: number): number {
+  return Math.fround(lo + m * dmin);
+}
+
+/** Each group's (min, step), as the encoder will store them. */
+function kiviGroups(data: Float32Array, L: KiviLayout, kind: 'key' | 'value'): KiviGroups {
+  const { G, T, C, Tq, groups } = L;
+  const gmin = new Float64Array(groups).fill(Infinity);
+  const gmax = new Float64Array(groups).fill(-Infinity);
+  for (let g = 0; g < G; g++) {
+    for (let t = 0; t < Tq; t++) {
+      const row = (g * T + t) * C;
       for (let c = 0; c < C; c++) {
-        const k = 2 * (g * C + c);
-        if (Tq === 0) continue;
-        mm[k] = lo[c]!;
-        mm[k + 1] = stepFor(hi[c]! - lo[c]!, 15);
-      }
-    }
-  } else {
-    for (let g = 0; g < G; g++) {
-      for (let t = 0; t < Tq; t++) {
-        const row = (g * T + t) * C;
-        let lo = Infinity;
-        let hi = -Infinity;
-        for (let c = 0; c < C; c++) {
-          const v = data[row + c]!;
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-        }
-        const k = 2 * (g * Tq + t);
-        if (C === 0) continue;
-        mm[k] = lo;
-        mm[k + 1] = stepFor(hi - lo, 15);
+        const k = kind === 'key' ? g * C + c : g * Tq + t;
+        const v = data[row + c]!;
+        if (v < gmin[k]!) gmin[k] = v;
+        if (v > gmax[k]!) gmax[k] = v;
       }
     }
   }
-  return mm;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < groups; i++) {
+    // A group with no values (keys when every token is in the residual window) quantizes nothing.
+    if (gmin[i] === Infinity) {
+      gmin[i] = 0;
+      gmax[i] = 0;
+    }
+    lo = Math.min(lo, gmin[i]!);
+    hi = Math.max(hi, gmin[i]!);
+  }
+  if (lo === Infinity) lo = hi = 0;
+  const dmin = stepFor(hi - lo, 255);
+  const minCodes = new Uint8Array(groups);
+  const mins = new Float32Array(groups);
+  const need = new Float32Array(groups);
+  for (let i = 0; i < groups; i++) {
+    let m = dmin === 0 ? 0 : Math.min(255, Math.max(0, Math.floor((gmin[i]! - lo) / dmin)));
+    while (m > 0 && storedMin(lo, dmin, m) > gmin[i]!) m--;
+    minCodes[i] = m;
+    mins[i] = storedMin(lo, dmin, m);
+    need[i] = stepFor(gmax[i]! - mins[i]!, 15);
+  }
+  const { base, codes: stepCodes, steps } = codeSteps(need);
+  return { lo, dmin, base, minCodes, stepCodes, mins, steps };
 }
 
 function encodeKivi(t: Tensor, params?: CodecParams): Uint8Array {
-  const n = checkTensor(t, 'kivi4');
+  checkTensor(t, 'kivi4');
   checkFinite(t.data, 'kivi4');
   const { kind, r } = kiviParams(t.dims, params);
   const L = kiviLayout(t.dims, kind, r);
@@ -400,37 +525,41 @@ function encodeKivi(t: Tensor, params?: CodecParams): Uint8Array {
   const p = new Uint8Array(8);
   p[0] = kind === 'key' ? 0 : 1;
   new DataView(p.buffer).setUint32(4, r, true);
-  const { out, off } = writeHeader(ID.kivi4, t.dims, p, L.payload);
-  const mm = kiviGroups(t.data, L, kind);
-  new Float32Array(out.buffer, off, mm.length).set(mm);
+  const { out, dv, off } = writeHeader(ID.kivi4, t.dims, p, L.payload);
+  const q = kiviGroups(t.data, L, kind);
+  dv.setFloat32(off, q.lo, true);
+  dv.setFloat32(off + 4, q.dmin, true);
+  dv.setFloat32(off + 8, q.base, true);
+  out.set(q.minCodes, off + 12);
+  out.set(q.stepCodes, off + 12 + L.groups);
   const d = t.data;
   if (r > 0) {
-    const res = new Uint16Array(out.buffer, off + 8 * L.groups, G * r * C);
+    const res = new Uint16Array(out.buffer, off + L.paramBytes, G * r * C);
     for (let g = 0; g < G; g++) {
       const src = d.subarray((g * T + Tq) * C, (g * T + T) * C);
       checkHalfRange(float32ToFloat16(src, res.subarray(g * r * C, (g + 1) * r * C)), src, 'kivi4 residual window');
     }
   }
-  const codes = out.subarray(off + 8 * L.groups + 2 * G * r * C);
+  const codes = out.subarray(off + L.paramBytes + 2 * G * r * C);
   let i = 0; // index into [G, Tq, C]
   for (let g = 0; g < G; g++) {
     for (let tt = 0; tt < Tq; tt++) {
       const row = (g * T + tt) * C;
       for (let c = 0; c < C; c++, i++) {
-        const k = 2 * (kind === 'key' ? g * C + c : g * Tq + tt);
-        const s = mm[k + 1]!;
-        let q = s === 0 ? 0 : Math.round((d[row + c]! - mm[k]!) / s);
-        q = q < 0 ? 0 : Math.min(q, 15);
-        codes[i >> 1]! |= (i & 1) === 0 ? q : q << 4;
+        const k = kind === 'key' ? g * C + c : g * Tq + tt;
+        const s = q.steps[k]!;
+        let v = s === 0 ? 0 : Math.round((d[row + c]! - q.mins[k]!) / s);
+        v = v < 0 ? 0 : Math.min(v, 15);
+        codes[i >> 1]! |= (i & 1) === 0 ? v : v << 4;
       }
     }
   }
-  void n;
   return out;
 }
 
 function decodeKivi(bytes: Uint8Array): Tensor {
-  const h = expectCodec(bytes, ID.kivi4);
+  const h = expectCodec(bytes, ID.kivi4, ID.kivi4v1);
+  const v1 = h.id === ID.kivi4v1;
   if (h.params.length !== 8) throw corrupt(`kivi4 parameters are 8 bytes, found ${h.params.length}`);
   const kindByte = h.params[0]!;
   if (kindByte > 1) throw corrupt(`kivi4 kind byte is ${kindByte} (0 key, 1 value)`);
@@ -438,20 +567,39 @@ function decodeKivi(bytes: Uint8Array): Tensor {
   const r = new DataView(h.params.buffer, h.params.byteOffset, 8).getUint32(4, true);
   const [, T] = gtc(h.dims);
   if (r > T) throw corrupt(`kivi4 residual window of ${r} tokens is longer than the ${T} tokens`);
-  const L = kiviLayout(h.dims, kind, r);
-  const { G, C, Tq } = L;
+  const L = kiviLayout(h.dims, kind, r, v1);
+  const { G, C, Tq, groups } = L;
   expectLength(bytes, h.off + L.payload, 'kivi4 data');
-  const mm = viewOf(Float32Array, bytes, h.off, 2 * L.groups);
-  for (let i = 0; i < mm.length; i++) {
-    const v = mm[i]!;
-    if (v - v !== 0 || ((i & 1) === 1 && v < 0)) throw corrupt(`kivi4 group ${i >> 1} has ${(i & 1) === 0 ? 'min' : 'step'} ${v}`);
+  let mins: Float32Array;
+  let steps: Float32Array;
+  if (v1) {
+    const mm = viewOf(Float32Array, bytes, h.off, 2 * groups);
+    for (let i = 0; i < mm.length; i++) {
+      const v = mm[i]!;
+      if (v - v !== 0 || ((i & 1) === 1 && v < 0)) throw corrupt(`kivi4 group ${i >> 1} has ${(i & 1) === 0 ? 'min' : 'step'} ${v}`);
+    }
+    mins = new Float32Array(groups);
+    steps = new Float32Array(groups);
+    for (let i = 0; i < groups; i++) {
+      mins[i] = mm[2 * i]!;
+      steps[i] = mm[2 * i + 1]!;
+    }
+  } else {
+    const lo = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getFloat32(h.off, true);
+    if (lo - lo !== 0) throw corrupt(`kivi4 min base is ${lo}; it is finite`);
+    const dmin = readBase(bytes, h.off + 4, 'the kivi4 min step');
+    const base = readBase(bytes, h.off + 8, 'the kivi4 step base');
+    const mc = bytes.subarray(h.off + 12, h.off + 12 + groups);
+    mins = new Float32Array(groups);
+    for (let i = 0; i < groups; i++) mins[i] = storedMin(lo, dmin, mc[i]!);
+    steps = stepsOf(base, bytes.subarray(h.off + 12 + groups, h.off + 12 + 2 * groups));
   }
   const out = new Float32Array(h.n);
   if (r > 0) {
-    const res = float16ToFloat32(viewOf(Uint16Array, bytes, h.off + 8 * L.groups, G * r * C));
+    const res = float16ToFloat32(viewOf(Uint16Array, bytes, h.off + L.paramBytes, G * r * C));
     for (let g = 0; g < G; g++) out.set(res.subarray(g * r * C, (g + 1) * r * C), (g * T + Tq) * C);
   }
-  const codes = bytes.subarray(h.off + 8 * L.groups + 2 * G * r * C);
+  const codes = bytes.subarray(h.off + L.paramBytes + 2 * G * r * C);
   let i = 0;
   for (let g = 0; g < G; g++) {
     for (let t = 0; t < Tq; t++) {
@@ -459,8 +607,8 @@ function decodeKivi(bytes: Uint8Array): Tensor {
       for (let c = 0; c < C; c++, i++) {
         const b = codes[i >> 1]!;
         const q = (i & 1) === 0 ? b & 15 : b >> 4;
-        const k = 2 * (kind === 'key' ? g * C + c : g * Tq + t);
-        out[row + c] = mm[k]! + q * mm[k + 1]!;
+        const k = kind === 'key' ? g * C + c : g * Tq + t;
+        out[row + c] = mins[k]! + q * steps[k]!;
       }
     }
   }
@@ -502,7 +650,7 @@ export function encodedSize(name: CodecName, dims: number[], params?: CodecParam
       return headerSize(dims.length, 0) + 2 * n;
     case 'int8': {
       const [G, , C] = gtc(dims);
-      return headerSize(dims.length, 0) + 4 * G * C + n;
+      return headerSize(dims.length, 0) + 4 + G * C + n;
     }
     case 'kivi4': {
       const { kind, r } = kiviParams(dims, params);
@@ -636,7 +784,7 @@ const EPS = 2 ** -23; // covers the float32 rounding of the decoded value
 /**
  * Each codec's stated worst-case absolute error, per element of `t`:
  * fp32 0; fp16 |x|·2^-11 (half an ulp of an 11-bit significand), or 2^-25
- * below 2^-14 (subnormal halves); int8 scale/2 of the element's channel;
+ * below 2^-14 (subnormal halves); int8 step/2 of the element's channel;
  * kivi4 step/2 of its group (fp16's bound inside the residual window).
  * Quantizers add |x|·2^-23 for the float32 rounding of min + q·step.
  * For a delta (pass `parent`), the inner codec's bound on child − parent.
@@ -653,7 +801,7 @@ export function maxErrorBound(name: CodecName | 'delta', t: Tensor, params?: Cod
       return out;
     case 'int8': {
       const [G, T, C] = gtc(t.dims);
-      const s = int8Scales(d, G, T, C);
+      const s = int8Steps(d, G, T, C).steps;
       for (let g = 0; g < G; g++)
         for (let tt = 0; tt < T; tt++)
           for (let c = 0; c < C; c++) {
@@ -665,7 +813,7 @@ export function maxErrorBound(name: CodecName | 'delta', t: Tensor, params?: Cod
     case 'kivi4': {
       const { kind, r } = kiviParams(t.dims, params);
       const L = kiviLayout(t.dims, kind, r);
-      const mm = kiviGroups(d, L, kind);
+      const { mins, steps } = kiviGroups(d, L, kind);
       const { G, T, C, Tq } = L;
       for (let g = 0; g < G; g++)
         for (let tt = 0; tt < T; tt++)
@@ -673,8 +821,8 @@ export function maxErrorBound(name: CodecName | 'delta', t: Tensor, params?: Cod
             const i = (g * T + tt) * C + c;
             if (tt >= Tq) out[i] = halfBound(d[i]!);
             else {
-              const k = 2 * (kind === 'key' ? g * C + c : g * Tq + tt);
-              out[i] = mm[k + 1]! / 2 + (Math.abs(mm[k]!) + 15 * mm[k + 1]!) * EPS;
+              const k = kind === 'key' ? g * C + c : g * Tq + tt;
+              out[i] = steps[k]! / 2 + (Math.abs(mins[k]!) + 15 * steps[k]!) * EPS;
             }
           }
       return out;

@@ -2,7 +2,7 @@ import { frameParts } from '../formats/frame.ts';
 import { BLOCK_TOKENS } from '../core/key-chain.ts';
 import { CorruptBlob } from '../core/errors.ts';
 import { dimsAt, isSliceable, sliceTokens, type ModelState, type StateTensor, type TensorSpec } from '../core/state.ts';
-import { getCodec, isCodecName, peekCodec, readCodecHeader, type CodecName, type CodecParams } from '../formats/codecs.ts';
+import { decodeInt8Into, getCodec, isCodecName, peekCodec, type CodecName, type CodecParams } from '../formats/codecs.ts';
 
 /**
  * How a state is cut into stored blocks. A state whose tensors have a token
@@ -209,6 +209,7 @@ export function decodeBlock(specs: TensorSpec[], start: number, end: number, cod
     const want = dims[i]!;
     if (h.dims.length !== want.length || h.dims.some((d, j) => d !== want[j]))
       throw new CorruptBlob({ problem: `tensor ${specs[i]!.name} is [${h.dims.join(', ')}] in its block, expected [${want.join(', ')}]` });
+    // int8 straight into the block's buffer, so that restoring an int8 state is not slower than fp32 (bench/codec-restore.ts).
     if (codec === 'int8') o += decodeInt8Into(part, out, o);
     else {
       const t = getCodec(codec).decode(part);
@@ -219,36 +220,4 @@ export function decodeBlock(specs: TensorSpec[], start: number, end: number, cod
   }
   if (at !== bytes.length) throw new CorruptBlob({ problem: `a ${codec} block has ${bytes.length - at} trailing bytes` });
   return out;
-}
-
-/**
- * int8 straight into the block's buffer: the same arithmetic as the int8
- * codec's decode (src/formats/codecs.ts; a test pins them equal), without a
- * temporary array per tensor and a copy, so that restoring an int8 state is
- * not slower than restoring fp32 (bench/codec-restore.ts).
- */
-function decodeInt8Into(part: Uint8Array, out: Float32Array, o: number): number {
-  const h = readCodecHeader(part);
-  const d = h.dims;
-  const C = d.length >= 2 ? d[d.length - 1]! : 1;
-  const T = d.length >= 2 ? d[d.length - 2]! : d.length === 1 ? d[0]! : 1;
-  const G = h.n / Math.max(1, T * C) || 0;
-  if (part.length !== h.off + 4 * G * C + h.n)
-    throw new CorruptBlob({ problem: `an int8 tensor should be ${h.off + 4 * G * C + h.n} bytes, is ${part.length}` });
-  const at = part.byteOffset + h.off;
-  const scales = at % 4 === 0 ? new Float32Array(part.buffer, at, G * C) : new Float32Array(part.slice(h.off, h.off + 4 * G * C).buffer);
-  for (let i = 0; i < scales.length; i++) {
-    const v = scales[i]!;
-    if (!(v >= 0 && v < Infinity)) throw new CorruptBlob({ problem: `int8 scale ${i} is ${v}; scales are finite and non-negative` });
-  }
-  const q = new Int8Array(part.buffer, at + 4 * G * C, h.n);
-  for (let g = 0; g < G; g++) {
-    const sg = g * C;
-    for (let t = 0; t < T; t++) {
-      const row = (g * T + t) * C;
-      const dst = o + row;
-      for (let c = 0; c < C; c++) out[dst + c] = q[row + c]! * scales[sg + c]!;
-    }
-  }
-  return h.n;
 }

@@ -1,5 +1,33 @@
 import { app, onRefresh, onSelect, refresh, select } from './app.ts';
 import { $, el, errorText, fmtBytes, short } from './dom.ts';
+import { checkQuality, type CartridgeQuality } from '../formats/cartridge.ts';
+import { parseSafetensorsHeader } from '../formats/safetensors.ts';
+import { isCodecName } from '../formats/codecs.ts';
+
+/** Measured quality of the lossy states this page imported or exported, by state key (the store keeps codecs, not this). */
+const qualityOf = new Map<string, CartridgeQuality>();
+
+const sci = (x: number): string => (x === 0 ? '0' : x.toExponential(1));
+
+/** A lossy codec's measured effect, in words. */
+export function qualityText(q: CartridgeQuality): string {
+  return `${q.codec} vs fp32: greedy ${q.greedyAgree}/${q.greedyTotal} positions agree, max logit error ${sci(q.maxLogitError)}, mean KL ${sci(q.meanKL)} nats`;
+}
+
+/** The "quality" record in a cartridge Blob's header, read without reading its data. */
+async function blobQuality(blob: Blob): Promise<CartridgeQuality | null> {
+  try {
+    const len = new DataView(await blob.slice(0, 8).arrayBuffer()).getBigUint64(0, true);
+    if (len > 16n * 1024n * 1024n) return null;
+    const h = parseSafetensorsHeader(new Uint8Array(await blob.slice(0, 8 + Number(len)).arrayBuffer()), blob.size);
+    if (h.metadata.quality === undefined) return null;
+    const q = JSON.parse(h.metadata.quality) as { codec?: unknown };
+    const c = isCodecName(q.codec) ? checkQuality(q, q.codec) : null;
+    return c && typeof c !== 'string' ? c : null;
+  } catch {
+    return null;
+  }
+}
 
 /** What the store holds, to prove a refused cartridge changed nothing. */
 async function storeFingerprint(): Promise<{ keys: string; states: number; bytes: number }> {
@@ -37,11 +65,13 @@ export async function importOne(name: string, src: Uint8Array | Blob | string): 
   const before = await storeFingerprint();
   try {
     const r = await app.client.importCartridge({ source: src });
+    if (r.quality) qualityOf.set(r.stateKey, r.quality);
     await refresh();
+    const q = r.quality ? `; measured at export: ${qualityText(r.quality)}` : '';
     log.ok(
       r.reused
-        ? `state ${short(r.stateKey)} (${r.tokens} tokens) was already stored: nothing written`
-        : `imported state ${short(r.stateKey)}: ${r.tokens} tokens, ${r.codec}, ${fmtBytes(r.bytes)} stored${r.parent ? `, delta of ${short(r.parent)}` : ''}; receipts ${r.receiptsVerified ? 'verified' : 'not verified'}`,
+        ? `state ${short(r.stateKey)} (${r.tokens} tokens) was already stored: nothing written${q}`
+        : `imported state ${short(r.stateKey)}: ${r.tokens} tokens, ${r.codec}, ${fmtBytes(r.bytes)} stored${r.parent ? `, delta of ${short(r.parent)}` : ''}; receipts ${r.receiptsVerified ? 'verified' : 'not verified'}${q}`,
     );
     select(r.stateKey);
   } catch (e) {
@@ -72,8 +102,11 @@ async function download(): Promise<void> {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  const q = await blobQuality(blob);
+  if (q) qualityOf.set(s.key, q);
   out.classList.remove('error');
-  out.textContent = `${name}: ${fmtBytes(blob.size)} (${delta ? `delta from ${short(s.parent)}` : 'full state'}, ${codec}; stored state ${fmtBytes(s.bytes)})`;
+  out.textContent = `${name}: ${fmtBytes(blob.size)} (${delta ? `delta from ${short(s.parent)}` : 'full state'}, ${codec}; stored state ${fmtBytes(s.bytes)})${q ? `; ${qualityText(q)}` : ''}`;
+  updateExport();
 }
 
 interface CatalogEntry {
@@ -119,6 +152,10 @@ function updateExport(): void {
   const btn = $<HTMLButtonElement>('exportBtn');
   btn.disabled = !s;
   $('exportTarget').textContent = s ? `${short(s.key)} · ${s.tokens} tokens · ${s.parent ? 'delta of ' + short(s.parent) : 'base'}` : 'no state selected';
+  const q = s ? qualityOf.get(s.key) : undefined;
+  const line = $('stateQuality');
+  line.hidden = !q;
+  line.textContent = q ? `Measured quality of this state's ${q.codec} cartridge: ${qualityText(q)}.` : '';
   const d = $<HTMLInputElement>('exportDelta');
   d.disabled = !s?.parent;
   if (!s?.parent) d.checked = false;

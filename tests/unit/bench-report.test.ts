@@ -221,6 +221,18 @@ function fixture(over: Partial<BenchResults> = {}): BenchResults {
         chosen: true,
         from: 'bench/results/codecs.json (2026-11-23)',
       },
+      {
+        model: 'micro-gpt2',
+        codec: 'int8',
+        bytes: 285_952,
+        bytesVsFp16: 0.539,
+        maxLogitError: 0.000549,
+        meanKL: 4.1e-9,
+        greedyAgree: 64,
+        greedyTotal: 64,
+        greedyMatch: true,
+        stateTokens: 512,
+      },
     ],
     quality: [
       { model: 'micro-gpt2', heldOutTokens: 2044, perplexity: 801.93 },
@@ -402,8 +414,9 @@ describe('bench report: latest.md', () => {
     expect(st[0]![6]).toBe('100 × 8 tokens');
     expect(tableRows(md, '## Model load')[0]!.slice(0, 6)).toEqual(['gpt2-shape · WASM', '8.12 s', '8.00 s', '2', '7.00 s', '2']);
     expect(tableRows(md, '## Codecs')).toEqual([
-      ['gpt2-shape', 'fp32', '36.0 MiB', '0.00e+0', 'yes', ''],
-      ['gpt2-shape', 'int8', '9.0 MiB', '1.23e-2', 'yes', 'yes'],
+      ['gpt2-shape', 'fp32', '36.0 MiB', '—', '0.00e+0', '—', 'yes', ''],
+      ['gpt2-shape', 'int8', '9.0 MiB', '—', '1.23e-2', '—', 'yes', 'yes'],
+      ['micro-gpt2 (512 tokens)', 'int8', '279.3 KiB', '0.539×', '5.49e-4', '4.10e-9', '64/64', ''],
     ]);
     expect(tableRows(md, '## Model quality (held-out perplexity)')).toEqual([
       ['micro-gpt2', '2,044', '801.9'],

@@ -110,6 +110,53 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
     }
   });
 
+  it('a lossy cartridge carries its measured quality; import returns it; a malformed one is refused and the store is unchanged', async () => {
+    const a = await nodeEngine();
+    const base = await a.engine.createState({ text: BASE });
+    const plain = await exportCartridge(hostOf(a.store, a.model), base.stateKey, { codec: 'fp32' });
+    expect(plain.quality).toBeNull();
+    expect(readSafetensors(await bytesOf(plain.blob)).metadata.quality).toBeUndefined();
+    for (const codec of ['int8', 'kivi4'] as const) {
+      const out = await exportCartridge(hostOf(a.store, a.model), base.stateKey, { codec, quality: { greedyTokens: 8 } });
+      const q = out.quality!;
+      expect(q).toMatchObject({ codec, greedyTotal: 8 });
+      expect(q.probeTokens).toEqual([(await a.store.getManifest(base.stateKey))!.tokens.at(-1)]);
+      expect(q.greedyAgree).toBeGreaterThanOrEqual(0);
+      expect(q.maxLogitError).toBeGreaterThan(0); // lossy, measured on the file's own decoded state
+      expect(q.meanKL).toBeGreaterThanOrEqual(0);
+      expect(q.maxKL).toBeGreaterThanOrEqual(q.meanKL);
+      const bytes = await bytesOf(out.blob);
+      expect(JSON.parse(readSafetensors(bytes).metadata.quality!)).toEqual(q);
+      // Import returns it, and importing again (nothing written) still does.
+      const b = await nodeEngine();
+      const r = await importCartridge(hostOf(b.store, b.model), bytes);
+      expect(r).toMatchObject({ stateKey: base.stateKey, codec, reused: false, quality: q });
+      expect((await importCartridge(hostOf(b.store, b.model), bytes)).quality).toEqual(q);
+      // Malformed: refused with InvalidCartridge, the store byte-identical.
+      const c = await nodeEngine();
+      const before = await snapshot(c.store);
+      for (const bad of [
+        'not json',
+        JSON.stringify({ ...q, greedyAgree: q.greedyTotal + 1 }),
+        JSON.stringify({ ...q, meanKL: -1 }),
+        JSON.stringify({ ...q, codec: 'fp16' }),
+        JSON.stringify([q]),
+      ]) {
+        const e = await refused(
+          importCartridge(
+            hostOf(c.store, c.model),
+            editMeta(bytes, (m) => (m.quality = bad)),
+          ),
+        );
+        expect(e).toBeInstanceOf(InvalidCartridge);
+        expect(e.message).toMatch(/quality/);
+        expect(await snapshot(c.store)).toBe(before);
+      }
+    }
+    // quality: false skips the measurement; a lossless codec never has one.
+    expect((await exportCartridge(hostOf(a.store, a.model), base.stateKey, { codec: 'int8', quality: false })).quality).toBeNull();
+  });
+
   it('delta cartridges: only the tokens after the parent; refused with MissingParent without it; exact once the parent is there', async () => {
     const a = await nodeEngine();
     const base = await a.engine.createState({ text: BASE });

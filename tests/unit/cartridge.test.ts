@@ -6,6 +6,7 @@ import {
   resolveDelta,
   CARTRIDGE_FORMAT,
   type BuildInput,
+  type CartridgeQuality,
   type ExpectedModel,
   type ParsedCartridge,
 } from '../../src/formats/cartridge.ts';
@@ -71,8 +72,9 @@ function mambaState(tokens: number[], seed: number, base?: ModelState): ModelSta
   return { tokens, tensors };
 }
 
-const PINNED = 'sha256:d1e347310c979dcd4b1eb6b2d70b14e4644c727185879a79dffaef0895647833';
-const PINNED_LENGTH = 1504;
+// int8 codec id 6 (one-byte steps) since issue 16; files written with id 3 still import.
+const PINNED = 'sha256:dff146f34ae64e3900fd4f0a17dd313cf82a7b0188e1573e95ced238f7769d6c';
+const PINNED_LENGTH = 1424;
 const TOKENS = [15496, 11, 995, 0, 50256, 7, 1000, 42, 3, 9, 2, 1, 0, 5, 6, 7, 8, 9];
 
 function gpt2Input(codec: CodecName, extra: Partial<BuildInput> = {}): BuildInput {
@@ -446,6 +448,34 @@ describe('fuzz: 1,500 mutated cartridges', () => {
     console.log(`fuzz: ${JSON.stringify(counts)} in ${ms.toFixed(0)} ms`);
     expect(counts.InvalidCartridge).toBeGreaterThan(1000);
     expect(ms).toBeLessThan(20_000);
+  });
+});
+
+describe('quality metadata', () => {
+  const q: CartridgeQuality = { codec: 'int8', maxLogitError: 0.01, meanKL: 1e-6, maxKL: 2e-6, greedyAgree: 63, greedyTotal: 64, probeTokens: [5] };
+  const input = (codec: 'fp32' | 'int8', quality?: unknown): BuildInput => ({
+    modelId: 'tiny-gpt2',
+    modelFp: FP,
+    arch: 'gpt2',
+    config: GPT2.config,
+    specs: GPT2.specs,
+    state: gpt2State(TOKENS.slice(0, 3), 77),
+    codec,
+    ...(quality !== undefined ? { quality: quality as CartridgeQuality } : {}),
+  });
+  it('round trips; a file without it parses with quality null', async () => {
+    const withQ = await parseCartridge(await buildCartridgeBytes(input('int8', { ...q, probeTokens: [...q.probeTokens] })), GPT2);
+    expect(withQ.quality).toEqual(q);
+    expect((await parseCartridge(await buildCartridgeBytes(input('int8')), GPT2)).quality).toBeNull();
+  });
+  it('the writer refuses a malformed record, one for another codec, and one on fp32 (InvalidInput)', async () => {
+    for (const [codec, bad] of [
+      ['int8', { ...q, greedyTotal: 0 }],
+      ['int8', { ...q, maxLogitError: Number.NaN }],
+      ['int8', { ...q, codec: 'kivi4' }],
+      ['fp32', { ...q, codec: 'fp32' }],
+    ] as const)
+      await expect(buildCartridgeBytes(input(codec, bad))).rejects.toThrow(InvalidInput);
   });
 });
 

@@ -1,5 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { codecs, decodeAny, decodeDelta, encodeDelta, encodedSize, maxErrorBound, peekCodec, type CodecName, type Tensor } from '../../src/formats/codecs.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  codecs,
+  decodeAny,
+  decodeDelta,
+  decodeInt8Into,
+  encodeDelta,
+  encodedSize,
+  maxErrorBound,
+  peekCodec,
+  type CodecName,
+  type Tensor,
+} from '../../src/formats/codecs.ts';
 import { float16ToFloat32, float32ToFloat16, fromHalf, toHalf } from '../../src/formats/fp16.ts';
 import { CorruptBlob, InvalidInput, MissingParent, StatecartError } from '../../src/core/errors.ts';
 import { mulberry32 } from '../../src/core/prng.ts';
@@ -166,21 +179,63 @@ describe('codecs round-trip within their stated bounds', () => {
 describe('encoded sizes', () => {
   const dims = [12, 1024, 64];
   const n = 12 * 1024 * 64;
-  it('fp32 = 4n, fp16 = 2n, int8 = n + 4 per channel, kivi4 ≈ n/2 + params (+ residual)', () => {
+  it('fp32 = 4n, fp16 = 2n, int8 = n + 1 per channel + 4, kivi4 = n/2 + 2 per group + 12 (+ residual)', () => {
     const header = 8 + 12;
     expect(encodedSize('fp32', dims)).toBe(header + 4 * n);
     expect(encodedSize('fp16', dims)).toBe(header + 2 * n);
-    expect(encodedSize('int8', dims)).toBe(header + 4 * 12 * 64 + n);
-    // keys per channel: 8 bytes per (head, channel); values per token: 8 bytes per (head, token).
-    expect(encodedSize('kivi4', dims, { kind: 'key', residual: 0 })).toBe(header + 8 + 8 * 12 * 64 + n / 2);
-    expect(encodedSize('kivi4', dims, { kind: 'value', residual: 0 })).toBe(header + 8 + 8 * 12 * 1024 + n / 2);
-    expect(encodedSize('kivi4', dims, { kind: 'key' })).toBe(header + 8 + 8 * 12 * 64 + 2 * 12 * 16 * 64 + (12 * 1008 * 64) / 2);
+    expect(encodedSize('int8', dims)).toBe(header + 4 + 12 * 64 + n);
+    // keys per channel: 2 bytes per (head, channel); values per token: 2 bytes per (head, token); 12 bytes of bases.
+    expect(encodedSize('kivi4', dims, { kind: 'key', residual: 0 })).toBe(header + 8 + 12 + 2 * 12 * 64 + n / 2);
+    expect(encodedSize('kivi4', dims, { kind: 'value', residual: 0 })).toBe(header + 8 + 12 + 2 * 12 * 1024 + n / 2);
+    expect(encodedSize('kivi4', dims, { kind: 'key' })).toBe(header + 8 + 12 + 2 * 12 * 64 + 2 * 12 * 16 * 64 + (12 * 1008 * 64) / 2);
     const ratio = (c: CodecName, p?: { kind: 'key' | 'value' }) => encodedSize(c, dims, p) / encodedSize('fp32', dims);
     expect(ratio('fp16')).toBeCloseTo(0.5, 3);
     expect(ratio('int8')).toBeCloseTo(0.25, 2);
     expect(ratio('kivi4', { kind: 'key' })).toBeLessThan(0.14);
-    expect(ratio('kivi4', { kind: 'value' })).toBeLessThan(0.17);
+    expect(ratio('kivi4', { kind: 'value' })).toBeLessThan(0.14);
   });
+
+  it('a 16-token KV block slice: int8 ≤ 0.56× and kivi4 ≤ 0.35× its fp16 size, parameters included', () => {
+    // The store's unit: one layer's key or value for 16 tokens, [n_head, 16, head_dim] (micro-gpt2: 4 × 16 × 16; gpt2: 12 × 16 × 64).
+    for (const d of [
+      [4, 16, 16],
+      [12, 16, 64],
+    ]) {
+      const fp16 = encodedSize('fp16', d);
+      expect(encodedSize('int8', d) / fp16).toBeLessThanOrEqual(0.56);
+      for (const kind of ['key', 'value'] as const) expect(encodedSize('kivi4', d, { kind, residual: 0 }) / fp16).toBeLessThanOrEqual(0.35);
+      // and what the encoder writes is that size
+      const t = tensor(d, 5);
+      expect(codecs.int8.encode(t).length).toBe(encodedSize('int8', d));
+      expect(codecs.kivi4.encode(t, { kind: 'value', residual: 0 }).length).toBe(encodedSize('kivi4', d, { kind: 'value', residual: 0 }));
+    }
+  });
+});
+
+describe('the earlier int8 / kivi4 layouts (codec ids 3 and 4)', () => {
+  // Bytes written by the codecs before their parameters shrank, and what those codecs decoded them to.
+  const fx = JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures/codecs-v1.json'), 'utf8')) as Record<string, { hex: string; decoded: number[] }> & {
+    dims: number[];
+  };
+  for (const name of ['int8', 'kivi4-key', 'kivi4-value'] as const) {
+    it(`${name} still decodes to the same bits`, () => {
+      const bytes = new Uint8Array(Buffer.from(fx[name]!.hex, 'hex'));
+      expect(bytes[4]).toBe(name === 'int8' ? 3 : 4);
+      const codec = name === 'int8' ? codecs.int8 : codecs.kivi4;
+      const t = codec.decode(bytes);
+      expect(t.dims).toEqual(fx.dims);
+      expect(Array.from(t.data)).toEqual(fx[name]!.decoded);
+      expect(Array.from(decodeAny(bytes).data)).toEqual(fx[name]!.decoded);
+      if (name === 'int8') {
+        const out = new Float32Array(t.data.length + 3);
+        decodeInt8Into(bytes, out, 3);
+        expect(Array.from(out.subarray(3))).toEqual(fx[name]!.decoded);
+      }
+      // New encodings use the new ids, and a truncated old one is refused.
+      expect(codec.encode({ dims: fx.dims, data: new Float32Array(fx.dims.reduce((a, b) => a * b, 1)) })[4]).toBe(name === 'int8' ? 6 : 7);
+      expect(() => codec.decode(bytes.subarray(0, bytes.length - 1))).toThrow(CorruptBlob);
+    });
+  }
 });
 
 describe('delta', () => {
