@@ -43,6 +43,8 @@ export interface CreateStateResult {
   processed: number;
   receipt: SignedReceipt;
   timings: { totalMs: number; prefillMs: number; lookupMs: number; storeMs: number };
+  /** Set when remotes are configured and took part: the state a remote supplied, and remotes that could not be used. */
+  remote?: RemoteReport;
 }
 
 export interface InferRequest {
@@ -72,9 +74,10 @@ export interface InferResult {
   deltaTokens: number;
   savings: Savings;
   receipt: SignedReceipt;
-  /** Which tier the starting state came from. */
-  tier: Tier | 'recomputed';
+  /** Which tier the starting state came from ('remote': fetched from a remote state host during this call, then stored here). */
+  tier: Tier | 'recomputed' | 'remote';
   timings: { totalMs: number; restoreMs: number; prefillMs: number; generateMs: number; storeMs: number };
+  remote?: RemoteReport;
 }
 
 export interface MergeRequest {
@@ -122,6 +125,40 @@ export interface CompactResult {
   processed: number;
   receipt: SignedReceipt;
   timings: { totalMs: number; prefillMs: number };
+  remote?: RemoteReport;
+}
+
+// ---------------------------------------------------------------- remotes
+
+/** A state fetched from a remote state host (src/engine/remote.ts) and stored here, whose tokens a call reused. */
+export interface RemoteSource {
+  /** The remote, as configured (its base URL). */
+  remote: string;
+  /** The cartridge's URL. */
+  url: string;
+  stateKey: string;
+  /** Tokens of that state (the reused tokens that came from the remote). */
+  tokens: number;
+  /** Bytes downloaded. */
+  bytes: number;
+  /** Time to download the file, and to check and store it. */
+  fetchMs: number;
+  importMs: number;
+}
+
+/** A remote that could not be used for a call (unreachable, no valid index, a refused file); the work was done locally. */
+export interface RemoteNotice {
+  remote: string;
+  url: string;
+  /** A typed error name (InvalidCartridge for a refused file) or 'Unreachable' / 'BadIndex'. */
+  error: string;
+  message: string;
+}
+
+export interface RemoteReport {
+  /** The state a remote supplied, or null when none did. */
+  from: RemoteSource | null;
+  notices: RemoteNotice[];
 }
 
 export interface StateInfo {

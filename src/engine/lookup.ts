@@ -3,6 +3,7 @@ import { BLOCK_TOKENS, type KeyChain } from '../core/key-chain.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
 import type { Manifest } from '../store/records.ts';
 import type { StateStore, Tier } from '../store/store.ts';
+import { improveFromRemote } from './remote.ts';
 
 /** The longest stored prefix found for a request. */
 export interface Found {
@@ -11,7 +12,8 @@ export interface Found {
   state?: ModelState;
   /** Its manifest, when it is a stored state (not a run of blocks). */
   manifest?: Manifest;
-  tier?: Tier;
+  /** 'remote': fetched from a remote state host just now (and stored here). */
+  tier?: Tier | 'remote';
 }
 
 /**
@@ -23,6 +25,19 @@ export interface Found {
  * `maxLen` are not looked at (the caller knows them absent).
  */
 export async function findPrefix(store: StateStore, model: StateModel, chain: KeyChain, minLen = 1, known?: Manifest, maxLen = chain.length): Promise<Found> {
+  const local = await findLocalPrefix(store, model, chain, minLen, known, maxLen);
+  // A remote state host may hold a longer prefix (src/engine/remote.ts); with no remotes this is `local`.
+  return improveFromRemote(store, model, chain, minLen, maxLen, known, local);
+}
+
+async function findLocalPrefix(
+  store: StateStore,
+  model: StateModel,
+  chain: KeyChain,
+  minLen: number,
+  known: Manifest | undefined,
+  maxLen: number,
+): Promise<Found> {
   const n = maxLen;
   if (n === 0 || minLen > n) return { reused: 0 };
   const keys = chain.keysFrom(minLen, n);
