@@ -85,7 +85,7 @@ export class RemoteTier {
   readonly remotes: string[];
   readonly counters: RemoteCounters = { indexFetches: 0, cartridgeFetches: 0, imports: 0, refused: 0, unreachable: 0 };
   private readonly ttl: number;
-  private readonly timeoutMs: number;
+  readonly timeoutMs: number;
   private readonly retryMs: number;
   private readonly fetchFn: typeof fetch;
   private readonly indexes = new Map<string, IndexCache>();

@@ -1,6 +1,7 @@
 import { select } from './app.ts';
 import { $, el, errorText, fmtBytes, fmtMs, setResult, short } from './dom.ts';
 import { EXAMPLES } from './examples.ts';
+import { remoteText } from './remotes.ts';
 import { createBase } from './savings.ts';
 
 export function initBases(): void {
@@ -48,6 +49,7 @@ export function initBases(): void {
           ? `state ${short(r.stateKey)} was already stored: ${r.tokens} tokens, nothing processed, found in ${fmtMs(r.timings.totalMs)}`
           : `state ${short(r.stateKey)}: ${r.tokens} tokens, ${fmtBytes(r.bytes)} — prefilled ${r.processed} tokens${r.reused ? ` (reused a stored prefix of ${r.reused})` : ''} in ${fmtMs(r.timings.prefillMs)}, ${fmtMs(r.timings.totalMs)} in all`,
       );
+      res.textContent += remoteText(r.remote);
       select(r.stateKey);
     } catch (e) {
       setResult(res, errorText(e), true);
