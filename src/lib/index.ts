@@ -23,6 +23,8 @@ export type * from '../engine/api.ts';
 export type { StoreEvent };
 export { MODELS, type ModelEntry } from '../models/registry.ts';
 export type { RemoteStatus };
+export { registerStatePack, serveStatePack, type StatePackWorker } from './statepack-host.ts';
+export { statePackRoute, type HttpRequest, type HttpResponse } from './statepack-http.ts';
 
 export interface StatecartOptions {
   /** Model to load at start (default: none; call loadModel). */

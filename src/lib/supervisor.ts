@@ -47,6 +47,10 @@ export class WorkerSupervisor {
   private closed = false;
   /** Between a crash and the replacement's spawn: no heartbeat, no second crash. */
   private replacing = false;
+  /** While a worker starts and loads its model it may not answer pings for a while: a longer limit applies. */
+  private settingUp = false;
+  /** Ends the wait of a replacement that a later crash made pointless (its worker is gone). */
+  private supersede: () => void = () => undefined;
   private port: MessagePort | null = null;
   /** Lets go of the wait on the current worker's life lock. */
   private unwatch: AbortController | null = null;
@@ -66,8 +70,22 @@ export class WorkerSupervisor {
   async start(): Promise<void> {
     this.spawn();
     this.ready = this.setUp();
-    await this.ready;
+    await this.settled();
     this.beat();
+  }
+
+  /** Waits until a worker is set up, following replacements made meanwhile. */
+  private async settled(): Promise<void> {
+    for (;;) {
+      const r = this.ready;
+      try {
+        await r;
+      } catch (e) {
+        if (r === this.ready) throw e;
+        continue;
+      }
+      if (r === this.ready) return;
+    }
   }
 
   private spawn(): void {
@@ -101,7 +119,12 @@ export class WorkerSupervisor {
   /** Setup, then the watch on the worker's life lock. */
   private async setUp(): Promise<void> {
     const w = this.worker;
-    await this.setup(this.remote, this);
+    this.settingUp = true;
+    try {
+      await this.setup(this.remote, this);
+    } finally {
+      if (this.worker === w) this.settingUp = false;
+    }
     await this.watchLife(w);
   }
 
@@ -129,7 +152,8 @@ export class WorkerSupervisor {
     this.timer = setInterval(() => {
       if (this.closed || this.replacing) return;
       if (this.pingSince) {
-        if (Date.now() - this.pingSince > hang) this.crash(`the worker did not answer for ${Math.round(hang / 1000)} s`, true);
+        const limit = this.settingUp ? Math.max(hang, 60_000) : hang;
+        if (Date.now() - this.pingSince > limit) this.crash(`the worker did not answer for ${Math.round(limit / 1000)} s`, true);
         return;
       }
       const w = this.worker;
@@ -145,7 +169,7 @@ export class WorkerSupervisor {
 
   /** Runs one call on the current worker; rejects with WorkerCrashed if that worker dies first. */
   async run<T>(fn: (remote: Comlink.Remote<WorkerHandler>) => Promise<T>): Promise<T> {
-    await this.ready.catch(() => undefined);
+    await this.settled().catch(() => undefined);
     return new Promise<T>((resolve, reject) => {
       const fail = (e: Error) => reject(e);
       this.pending.add(fail);
@@ -166,6 +190,11 @@ export class WorkerSupervisor {
   /** Replaces a dead or hung worker. Pending calls fail; the next calls go to the new worker. */
   crash(reason: string, hung = false): void {
     if (this.closed || this.replacing) return;
+    // A replacement still setting up talks to a worker that is gone now: its wait ends here.
+    this.supersede();
+    let superseded!: () => void;
+    const gaveUp = new Promise<void>((r) => (superseded = r));
+    this.supersede = superseded;
     const old = this.worker;
     const oldPort = this.port;
     const gone = this.gone;
@@ -199,8 +228,9 @@ export class WorkerSupervisor {
       if (this.closed) return;
       this.spawn();
       this.replacing = false;
-      await this.setUp();
-      this.opts.onRestart?.(reason, this.restarts);
+      let done = false;
+      await Promise.race([this.setUp().then(() => (done = true)), gaveUp]);
+      if (done) this.opts.onRestart?.(reason, this.restarts);
     };
     this.ready = replace().finally(() => {
       this.replacing = false;

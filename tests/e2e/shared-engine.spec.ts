@@ -127,3 +127,96 @@ test('where the browser has no SharedWorker, each page keeps a dedicated worker:
   });
   expect(r).toEqual({ shared: false, worker: true, crashed: 'WorkerCrashed', nextTier: 'stored', restarts: 1, sharedCounter: false, states: 2 });
 });
+
+test('a hung shared worker cannot be ended from a page: every tab moves to the next generation of its name, one new engine', async ({ page }) => {
+  test.setTimeout(300_000);
+  await page.goto('/?autoload=0');
+  const other = await page.context().newPage();
+  await other.goto('/?autoload=0');
+  const start = (p: Page) =>
+    p.evaluate(async () => {
+      const lib = '/src/lib/index.ts';
+      const { createStatecart } = (await import(/* @vite-ignore */ lib)) as typeof import('../../src/lib/index.ts');
+      const testingLib = '/src/lib/testing.ts';
+      const { testing } = (await import(/* @vite-ignore */ testingLib)) as typeof import('../../src/lib/testing.ts');
+      const w = window as unknown as { sc: Awaited<ReturnType<typeof createStatecart>>; t: ReturnType<typeof testing> };
+      w.sc = await createStatecart({ model: 'tiny-gpt2', device: 'wasm', dbName: 'hang-test', shared: true, heartbeatMs: 500, hangMs: 20_000 });
+      w.t = testing(w.sc);
+      return (await w.t.counters()).workerId;
+    });
+  const [a, b] = [await start(page), await start(other)];
+  expect(b).toBe(a);
+  const gen = await page.evaluate(() => localStorage.getItem('statecart:shared-worker-generation'));
+  await page.evaluate(() => (window as unknown as { t: { fault(k: string): Promise<void> } }).t.fault('hang'));
+  // Both tabs notice (no answer for hangMs), move on, and meet in one new worker.
+  const after = await Promise.all(
+    [page, other].map((p) =>
+      p.evaluate(async () => {
+        const w = window as unknown as {
+          sc: { restarts: number; createState(r: object): Promise<{ stateKey: string }> };
+          t: { counters(): Promise<{ workerId: string; modelLoads: number }> };
+        };
+        while (w.sc.restarts === 0) await new Promise((r) => setTimeout(r, 250));
+        const s = await w.sc.createState({ text: 'after the hang' });
+        return { key: s.stateKey, ...(await w.t.counters()) };
+      }),
+    ),
+  );
+  expect(after[0]!.workerId).not.toBe(a);
+  expect(after[1]!.workerId).toBe(after[0]!.workerId);
+  expect(after[0]!.modelLoads).toBe(1);
+  const gen2 = await other.evaluate(() => localStorage.getItem('statecart:shared-worker-generation'));
+  expect(Number(gen2)).toBe(Number(gen ?? 0) + 1);
+  await other.close();
+});
+
+test('the shared worker’s uncaught error and lost GPU device end it for its tabs, which recover as from a dedicated worker', async ({ page }) => {
+  await page.goto('/?autoload=0');
+  const r = await page.evaluate(async () => {
+    const lib = '/src/lib/index.ts';
+    const { createStatecart } = (await import(/* @vite-ignore */ lib)) as typeof import('../../src/lib/index.ts');
+    const testingLib = '/src/lib/testing.ts';
+    const { testing } = (await import(/* @vite-ignore */ testingLib)) as typeof import('../../src/lib/testing.ts');
+    const restarts: string[] = [];
+    const sc = await createStatecart({ model: 'tiny-gpt2', device: 'wasm', shared: true, dbName: 'shared-faults', onRestart: (why) => restarts.push(why) });
+    await sc.clearStore();
+    const out: Record<string, { error: string; next: number | string; worker: string }> = {};
+    for (const kind of ['throw', 'device-lost'] as const) {
+      const long = Array.from({ length: 900 }, (_, i) => (i * 17 + kind.length) % 50000);
+      const error = await sc
+        .createState(
+          { tokens: long },
+          {
+            onProgress: (p) => {
+              if (p.done === 128)
+                void testing(sc)
+                  .fault(kind)
+                  .catch(() => undefined);
+            },
+          },
+        )
+        .then(
+          () => 'completed',
+          (e: Error) => e.name,
+        );
+      const next = await sc.createState({ text: `after ${kind}` }).then(
+        (x) => x.tokens,
+        (e: Error) => `${e.name}: ${e.message}`,
+      );
+      out[kind] = { error, next, worker: (await testing(sc).counters()).workerId };
+    }
+    const h = await sc.health();
+    sc.terminate();
+    return { out, restarts, shared: sc.shared, device: h.device };
+  });
+  expect(r.shared).toBe(true);
+  expect(r.out.throw!.error).toBe('WorkerCrashed');
+  expect(r.out['device-lost']!.error).toBe('WorkerCrashed');
+  expect(typeof r.out.throw!.next).toBe('number');
+  expect(typeof r.out['device-lost']!.next).toBe('number');
+  expect(r.out.throw!.worker).not.toBe(r.out['device-lost']!.worker);
+  expect(r.restarts).toHaveLength(2);
+  expect(r.restarts[0]).toMatch(/injected fault/);
+  expect(r.restarts[1]).toMatch(/WebGPU device was lost/);
+  expect(r.device).toBe('wasm');
+});
