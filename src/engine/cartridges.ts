@@ -3,6 +3,7 @@ import type { Manifest } from '../store/records.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
 import {
   buildCartridge,
+  cartridgeProvenance,
   parseCartridge,
   resolveDelta,
   CARTRIDGE_FORMAT,
@@ -15,7 +16,7 @@ import { isCodecName, codecs, type CodecName, type CodecParams } from '../format
 import { KeyChain } from '../core/key-chain.ts';
 import { dimsAt } from '../core/state.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StateNotFound, StatecartError, throwIfAborted } from '../core/errors.ts';
-import { blobDigest, signReceipt, verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
+import { signReceipt, verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 
 /**
  * Cartridges on the engine side: a stored state out to a `.safetensors` Blob,
@@ -141,6 +142,7 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
     codec,
     ...(opts.codecParams ? { codecParams: opts.codecParams } : {}),
     receipts,
+    ...(m.provenance ? { provenance: m.provenance } : {}),
     ...(parent ? { parent } : {}),
   });
   const blob = new Blob(built.parts as BlobPart[], { type: 'application/octet-stream' });
@@ -240,6 +242,7 @@ export async function importCartridge(
   const chain = await KeyChain.create(model.fingerprint, parsed.tokens);
   const parentManifest = parsed.parent ? ((await host.store.getManifest(parsed.parent.stateKey)) ?? null) : null;
   // The receipt names the stored blobs' digests; it is written in the state's own transaction.
+  const provenance = cartridgeProvenance(parsed.metadata);
   const res = await host.store.putState({
     state,
     chain,
@@ -247,6 +250,7 @@ export async function importCartridge(
     modelFp: model.fingerprint,
     arch: model.arch,
     parent: parentManifest,
+    ...(provenance ? { provenance } : {}),
     receipt: (digest) =>
       signReceipt({
         op: 'import',

@@ -448,7 +448,7 @@ export async function improveFromRemote(
   const src = await tier.fetchInto(store, model, hit, requestKey);
   if (!src) return local;
   const r = await store.getState(hit.entry.key);
-  return { reused: hit.entry.tokens, state: r.state, manifest: r.manifest, tier: 'remote' };
+  return { reused: hit.entry.tokens, state: r.state, manifest: r.manifest, tier: 'remote', passed: local.passed };
 }
 
 /**

@@ -150,6 +150,7 @@ export class WorkerSupervisor {
     const hang = this.opts.hangMs ?? 120_000;
     this.pingSince = 0;
     this.timer = setInterval(() => {
+      // (a replacement compiling its model can be busy for seconds: setUp gives it a longer limit, not a hang)
       if (this.closed || this.replacing) return;
       if (this.pingSince) {
         const limit = this.settingUp ? Math.max(hang, 60_000) : hang;

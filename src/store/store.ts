@@ -13,10 +13,12 @@ import * as read from './read.ts';
 import type { CodecPolicy, Manifest } from './records.ts';
 import { openDatabase, type Database } from './schema.ts';
 import * as write from './write.ts';
+import { TextIndex, type StoredText } from './text-index.ts';
 
 export type { Tier } from './read.ts';
 export type { EvictResult, RepairReport, Usage } from './maintenance.ts';
 export type { PutInput, PutResult } from './write.ts';
+export type { StoredText } from './text-index.ts';
 export { CODEC_PREFERENCE } from './read.ts';
 
 export interface StoreOptions {
@@ -66,6 +68,7 @@ export class StateStore {
   private chooser: CodecChooser | undefined;
   private useTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly useFlushMs: number;
+  private readonly texts = new TextIndex();
 
   constructor(opts: StoreOptions = {}) {
     this.dbName = opts.dbName ?? 'statecart';
@@ -83,6 +86,7 @@ export class StateStore {
       hot: this.hot,
       channel: this.channel,
       usePending: new Map(),
+      hitsPending: new Map(),
       noteUse: (key) => this.noteUse(key),
       budgetBytes: checkBudget(opts.budgetBytes ?? null),
       fault: null,
@@ -100,17 +104,26 @@ export class StateStore {
   // ------------------------------------------------------------ reading
 
   /** A state's manifest: from the hot tier (no read) or IndexedDB (one read). */
-  lookup(key: string): Promise<{ manifest: Manifest; hot: boolean } | undefined> {
-    return read.lookup(this.core, key);
+  async lookup(key: string): Promise<{ manifest: Manifest; hot: boolean } | undefined> {
+    const r = await read.lookup(this.core, key);
+    this.texts.note(r?.manifest);
+    return r;
   }
 
   async getManifest(key: string): Promise<Manifest | undefined> {
-    return (await read.lookup(this.core, key))?.manifest;
+    return (await this.lookup(key))?.manifest;
   }
 
   /** Manifests for many keys in one transaction. */
-  getManifests(keys: string[]): Promise<(Manifest | undefined)[]> {
-    return read.getManifests(this.core, keys);
+  async getManifests(keys: string[]): Promise<(Manifest | undefined)[]> {
+    const ms = await read.getManifests(this.core, keys);
+    for (const m of ms) this.texts.note(m);
+    return ms;
+  }
+
+  /** The token ids of every stored state (kept in memory; reads only manifests this store has not seen). */
+  storedTexts(): Promise<StoredText[]> {
+    return this.texts.all(this.core);
   }
 
   /** The longest of these keys held in the hot tier (its index), or -1. */
@@ -150,8 +163,12 @@ export class StateStore {
 
   /** Stores a state (and its receipt) in one transaction; see src/store/write.ts. */
   async putState(input: PutRequest): Promise<write.PutResult> {
+    // Eviction inside the write ranks states by their hits: count the recent ones.
+    if (this.core.hitsPending.size) await this.flushUse();
     const codec = input.codec ?? (this.policy.codec !== 'auto' ? this.policy.codec : await this.chooser!(input.state, this.policy, input.modelId));
-    return write.putState(this.core, { ...input, codec });
+    const r = await write.putState(this.core, { ...input, codec });
+    this.texts.set(r.manifest);
+    return r;
   }
 
   /**
@@ -173,8 +190,10 @@ export class StateStore {
 
   // ------------------------------------------------------------ maintenance
 
-  list(): Promise<Manifest[]> {
-    return maintenance.list(this.core);
+  async list(): Promise<Manifest[]> {
+    const ms = await maintenance.list(this.core);
+    for (const m of ms) this.texts.note(m);
+    return ms;
   }
 
   usage(): Promise<maintenance.Usage> {
@@ -186,11 +205,32 @@ export class StateStore {
   }
 
   delete(key: string): Promise<{ blobsFreed: number; bytesFreed: number }> {
+    this.texts.forget(key);
     return maintenance.remove(this.core, key);
   }
 
-  evict(opts: { targetBytes: number }): Promise<maintenance.EvictResult> {
+  async evict(opts: { targetBytes: number }): Promise<maintenance.EvictResult> {
+    if (this.core.hitsPending.size) await this.flushUse();
     return maintenance.evict(this.core, opts);
+  }
+
+  /**
+   * Counts a reuse of a stored state by a request (listStates shows it;
+   * eviction keeps reused checkpoints). Written in a batch with last-use times.
+   */
+  noteHit(key: string): void {
+    this.core.hitsPending.set(key, (this.core.hitsPending.get(key) ?? 0) + 1);
+    this.scheduleFlush();
+  }
+
+  /** Hit counts of these states. */
+  hits(keys: string[]): Promise<number[]> {
+    return maintenance.hits(this.core, keys);
+  }
+
+  /** When eviction removed each of these names (state keys, or blocks' chain names); undefined where it did not. */
+  evictedAt(names: string[]): Promise<(number | undefined)[]> {
+    return maintenance.evictedAt(this.core, names);
   }
 
   /** Runs the open-time check again. */
@@ -275,6 +315,10 @@ export class StateStore {
   /** Records a read; written in a batch later, in the small `use` store, so reads stay reads. */
   private noteUse(key: string): void {
     this.core.usePending.set(key, Date.now());
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (this.useTimer) return;
     this.useTimer = setTimeout(() => {
       this.useTimer = null;

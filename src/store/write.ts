@@ -1,3 +1,4 @@
+import type { Provenance } from '../core/model-fingerprint.ts';
 import { promisifyRequest } from 'idb-keyval';
 import { QuotaExceeded, StatecartError, WriteInterrupted } from '../core/errors.ts';
 import { BLOCK_TOKENS, type KeyChain } from '../core/key-chain.ts';
@@ -9,7 +10,7 @@ import { isSliceable, stateBytes, type ModelState } from '../core/state.ts';
 import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from './blocks.ts';
 import type { StoreCore } from './context.ts';
 import { countingStore, safeAbort } from './fault.ts';
-import { originEstimate, planEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
+import { originEstimate, planEviction, recordEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
 import {
   allManifests,
   blobId,
@@ -19,6 +20,7 @@ import {
   hasBlob,
   putManifest,
   readStats,
+  useGoneKey,
   type BlockRecord,
   type BlockRef,
   type Manifest,
@@ -56,6 +58,10 @@ export interface PutInput {
   replace?: boolean;
   /** Pinned (default: as the replaced manifest was, else not). */
   pinned?: boolean;
+  /** What computed the state (device, runtimes, dtype); kept in the manifest, not in the key. */
+  provenance?: Provenance;
+  /** A checkpoint kept inside a longer prefill (Manifest.checkpoint). */
+  checkpoint?: boolean;
 }
 
 export interface PutResult {
@@ -141,6 +147,8 @@ export async function putState(core: StoreCore, input: PutInput): Promise<PutRes
     lastUsed: now,
     pinned: input.pinned ?? false,
     ...(input.label ? { label: input.label } : {}),
+    ...(input.provenance ? { provenance: input.provenance } : {}),
+    ...(input.checkpoint ? { checkpoint: true as const } : {}),
   };
   let result: { written: boolean; manifest: Manifest; receipt: SignedReceipt | null };
   for (;;) {
@@ -281,10 +289,8 @@ async function writeOnce(
               planned: true,
             });
           }
-          for (const v of plan.victims) {
-            s.delete(`m:${v}`);
-            use.delete(v);
-          }
+          for (const v of plan.victims) s.delete(`m:${v}`);
+          recordEviction(use, plan);
           for (const k of plan.freed.keys()) s.delete(blobId(k));
           evicted = plan.victims;
         }
@@ -296,6 +302,7 @@ async function writeOnce(
         moved = await repointTails(s, manifest, tails);
         putManifest(s, manifest);
         use.put(manifest.lastUsed, manifest.key);
+        use.delete(useGoneKey(manifest.key));
       } catch (e) {
         safeAbort(tx);
         throw e;
@@ -312,6 +319,7 @@ async function writeOnce(
       for (const k of evicted) {
         core.hot.delete(k);
         core.usePending.delete(k);
+        core.hitsPending.delete(k);
       }
       core.channel.post({ type: 'deleted', keys: evicted, reason: 'evict' });
     }

@@ -6,7 +6,7 @@ import { initBases } from './bases.ts';
 import { initCartridges, openLinkedCartridge } from './cartridges.ts';
 import { $, errorText } from './dom.ts';
 import { initGraph } from './graph.ts';
-import { initModelPicker, loadModel, setStatus } from './model-picker.ts';
+import { hubUrlFrom, initModelPicker, loadModel, setStatus } from './model-picker.ts';
 import { initialRemotes, initRemotes } from './remotes.ts';
 import { initSavings } from './savings.ts';
 import { initStateActions } from './state-actions.ts';
@@ -33,9 +33,10 @@ initStorage();
 // Resolves once the worker is up and (unless ?autoload=0) the model has loaded;
 // the tests and embedding examples wait on it.
 window.statecartReady = (async () => {
+  const hubUrl = hubUrlFrom(params);
   // One engine for every tab of this site (a SharedWorker where the browser has one).
   const [client, remotes] = await Promise.all([
-    createStatecart({ device: $<HTMLSelectElement>('device').value as DeviceChoice, shared: params.get('shared') !== '0' }),
+    createStatecart({ device: $<HTMLSelectElement>('device').value as DeviceChoice, shared: params.get('shared') !== '0', ...(hubUrl ? { hubUrl } : {}) }),
     initialRemotes(),
   ]);
   if (remotes.length) await client.setRemotes(remotes);

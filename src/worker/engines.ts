@@ -12,7 +12,7 @@ export interface EngineSlot {
   readonly sc: LocalStatecart;
   readonly store: RemoteStateStore;
   users: number;
-  /** The model loaded, or being loaded, here. */
+  /** The model loaded, or being loaded, here (its id, and dtype when one was asked for). */
   modelId: string | null;
   /** A load in progress: a second page asking for the same model waits for it instead of loading it again. */
   loading: Promise<ModelInfo> | null;
@@ -24,7 +24,12 @@ export interface EngineSlot {
  * remotes are settings of the one engine (the last page to set them wins).
  */
 export function settingsKey(o: InitOptions): string {
-  return JSON.stringify([o.dbName ?? 'statecart', o.modelsBase, o.ortBase ?? null, o.device ?? 'auto', o.numThreads ?? null]);
+  return JSON.stringify([o.dbName ?? 'statecart', o.modelsBase, o.ortBase ?? null, o.hubUrl ?? null, o.device ?? 'auto', o.numThreads ?? null]);
+}
+
+/** Which model an engine holds: its id and, for Hub models, the dtype asked for (another dtype is another model). */
+function modelKey(req: LoadModelRequest): string {
+  return req.dtype ? `${req.model}#${req.dtype}` : req.model;
 }
 
 /**
@@ -59,14 +64,15 @@ export class Engines {
    * new one). The page's use moves with it.
    */
   async forModel(current: EngineSlot, req: LoadModelRequest, o: InitOptions): Promise<EngineSlot> {
-    if (current.modelId === null || current.modelId === req.model) {
-      current.modelId = req.model;
+    const want = modelKey(req);
+    if (current.modelId === null || current.modelId === want) {
+      current.modelId = want;
       return current;
     }
     const same = (s: EngineSlot) => s.settings === current.settings;
-    let slot = this.slots.find((s) => same(s) && s.modelId === req.model) ?? this.slots.find((s) => same(s) && s.modelId === null);
+    let slot = this.slots.find((s) => same(s) && s.modelId === want) ?? this.slots.find((s) => same(s) && s.modelId === null);
     slot ??= await this.make(current.settings, o, false);
-    slot.modelId = req.model;
+    slot.modelId = want;
     slot.users++;
     if (current.store.remote) slot.store.remote = current.store.remote;
     this.release(current);

@@ -13,6 +13,9 @@ describe('engine (Node, fake IndexedDB, onnxruntime-node)', () => {
     expect(a.processed).toBe(a.tokens);
     const b = await engine.infer({ stateKey: a.stateKey, delta: ' Next', maxNewTokens: 8 });
     expect(b.savings.tokensReused).toBe(a.tokens);
+    // Without the cache: the whole text (state + delta) and the generation.
+    expect(b.savings.naiveTokens).toBe(a.tokens + b.deltaTokens + 8);
+    expect(b.savings.tokensProcessed).toBe(b.deltaTokens + 8);
     expect(b.tier).toBe('hot');
     store.hot.clear();
     const c = await engine.infer({ stateKey: a.stateKey, delta: ' Next', maxNewTokens: 8 });
