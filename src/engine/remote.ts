@@ -420,6 +420,14 @@ export class RemoteStateStore extends StateStore {
     if (local || !this.remote?.active || !model || !isStateKey(key)) return local;
     return (await this.remote.fetchExact(this, model, key)) ? super.lookup(key) : undefined;
   }
+
+  /**
+   * Local only: the importer asks it for the state it is writing (a remote
+   * import reading through to itself would wait on its own download).
+   */
+  override async getManifest(key: string): Promise<Manifest | undefined> {
+    return (await super.lookup(key))?.manifest;
+  }
 }
 
 /**
