@@ -71,7 +71,7 @@ test.describe('remote state hosts: a read-through tier on a static host', () => 
     // Computed in Node (onnxruntime-node): the same keys as the browser's.
     const log = publish(['--out', join(dir, 'states'), '--model', 'tiny-gpt2', '--label', 'Lorem', '--text', TEXT]);
     expect(log).toContain('1 states');
-    host = await serveStatic(dir, 5290, { immutable: true });
+    host = await serveStatic(dir, 0, { immutable: true });
     remote = `${host.url}states/`;
   });
 
@@ -163,7 +163,7 @@ test.describe('remote state hosts: a read-through tier on a static host', () => 
   test('a remote that does not answer: the state is computed locally, with a notice', async ({ browser }) => {
     const page = await freshPage(browser);
     await openPage(page);
-    const hanging = await serveStatic(dir, 5291);
+    const hanging = await serveStatic(dir, 0);
     hanging.override.set('*', 'hang');
     try {
       const r = await page.evaluate(
@@ -206,7 +206,7 @@ test.describe('remote state hosts: a read-through tier on a static host', () => 
     const file = join(site, 'from-profile-a.safetensors');
     writeFileSync(file, Buffer.from(made.file, 'base64'));
     publish(['--out', join(site, 'states'), '--catalog', join(site, 'catalog.json'), file]);
-    const served = await serveStatic(site, 5292, { immutable: true });
+    const served = await serveStatic(site, 0, { immutable: true });
     try {
       const b = await freshPage(browser, [`${served.url}states/`]);
       await openPage(b);

@@ -25,7 +25,7 @@ test('the built site: sample states from its own host on a first visit, one engi
     'tiny-mamba: System prompt',
   ]);
 
-  const site = await serveStatic(out, 5293);
+  const site = await serveStatic(out, 0);
   const ctx = await browser.newContext();
   try {
     const page = await ctx.newPage();

@@ -91,4 +91,41 @@ describe('State Pack HTTP routes over the engine', () => {
     expect(await http('POST', 'health', {})).toMatchObject({ status: 405 });
     sc.store.close();
   });
+
+  it('merge: the chain folded into its last state (the same key the library gives), intermediates released; a merge of an unknown hash is 404', async () => {
+    const { sc, http } = await engine();
+    const c = await http('POST', 'states', { base_text: BASE });
+    const i1 = await http('POST', 'infer', { state_hash: c.body.state_hash, delta_text: STEPS[0], max_new_tokens: 4 });
+    const i2 = await http('POST', 'infer', { state_hash: i1.body.new_state_hash, delta_text: STEPS[1], max_new_tokens: 4 });
+    const m = await http('POST', 'merge', { state_hashes: [c.body.state_hash, i1.body.new_state_hash, i2.body.new_state_hash] });
+    expect(m.status).toBe(200);
+    expect(m.body).toMatchObject({ new_state_hash: i2.body.new_state_hash, tokens: expect.any(Number), bytes: expect.any(Number) });
+    expect(m.body.released).toContain(i1.body.new_state_hash);
+    expect((m.body.receipt as { op: string }).op).toBe('merge');
+    const lib = await localStatecart();
+    await lib.loadModel({ model: 'tiny-gpt2' });
+    const lc = await lib.createState({ text: BASE });
+    const l1 = await lib.infer({ stateKey: lc.stateKey, delta: STEPS[0], maxNewTokens: 4 });
+    const l2 = await lib.infer({ stateKey: l1.newStateKey, delta: STEPS[1], maxNewTokens: 4 });
+    const lm = await lib.merge({ stateKeys: [lc.stateKey, l1.newStateKey, l2.newStateKey] });
+    expect(m.body.new_state_hash).toBe(lm.newStateKey);
+    expect(m.body.tokens).toBe(lm.tokens);
+    expect(m.body.released).toEqual(lm.released);
+    expect(await http('POST', 'merge', { state_hashes: [c.body.state_hash, `sha256:${'ef'.repeat(32)}`] })).toMatchObject({
+      status: 404,
+      body: { error: 'StateNotFound' },
+    });
+    expect(await http('POST', 'merge', { state_hashes: [] })).toMatchObject({ status: 400, body: { error: 'InvalidInput' } });
+    sc.store.close();
+    lib.store.close();
+  });
+
+  it('a store with no room for the state: 507 QuotaExceeded, and nothing is written', async () => {
+    const { sc, http } = await engine();
+    await sc.setBudget({ bytes: 1024 });
+    const r = await http('POST', 'states', { base_text: BASE });
+    expect(r).toMatchObject({ status: 507, body: { error: 'QuotaExceeded', message: expect.any(String) } });
+    expect(await sc.listStates()).toEqual([]);
+    sc.store.close();
+  });
 });

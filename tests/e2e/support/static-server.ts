@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { readFileSync, statSync } from 'node:fs';
 import { extname, join, normalize } from 'node:path';
 
@@ -22,7 +23,7 @@ const TYPES: Record<string, string> = {
 };
 
 /**
- * A plain static host on a port of the 5290–5299 range: files as they are,
+ * A plain static host (port 0: one the OS picks, so parallel checkouts do not collide): files as they are,
  * with CORS (a remote state host serves other origins) and no COOP/COEP;
  * counts GETs by path, and can lie about a file or never answer.
  */
@@ -56,7 +57,7 @@ export function serveStatic(root: string, port: number, o: { immutable?: boolean
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () =>
       resolve({
-        url: `http://127.0.0.1:${port}/`,
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
         gets,
         override,
         close: () =>
