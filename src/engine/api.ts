@@ -51,7 +51,7 @@ export interface CreateStateRequest {
 export interface Reuse {
   /** The stored state reused (null: nothing, or a run of 16-token KV blocks). */
   fromKey: string | null;
-  tier: Tier | 'recomputed';
+  tier: Tier | 'recomputed' | 'remote';
   tokensReused: number;
   stoppedAt: number;
   /** In words: why reuse stopped where it did. */
@@ -87,6 +87,8 @@ export interface CreateStateResult {
   /** Checkpoint states stored by this prefill (Mamba; their keys). */
   checkpoints: string[];
   timings: { totalMs: number; prefillMs: number; lookupMs: number; storeMs: number };
+  /** Set when remotes are configured and took part: the state a remote supplied, and remotes that could not be used. */
+  remote?: RemoteReport;
 }
 
 export interface InferRequest {
@@ -118,13 +120,14 @@ export interface InferResult {
   deltaTokens: number;
   savings: Savings;
   receipt: SignedReceipt;
-  /** Which tier the starting state came from. */
-  tier: Tier | 'recomputed';
+  /** Which tier the starting state came from ('remote': fetched from a remote state host during this call, then stored here). */
+  tier: Tier | 'recomputed' | 'remote';
   /** Where reuse of the state + delta stopped and why. */
   reuse: Reuse;
   /** Checkpoint states stored inside the delta's prefill (Mamba; their keys). */
   checkpoints: string[];
   timings: { totalMs: number; restoreMs: number; prefillMs: number; generateMs: number; storeMs: number };
+  remote?: RemoteReport;
 }
 
 export interface MergeRequest {
@@ -173,6 +176,40 @@ export interface CompactResult {
   receipt: SignedReceipt;
   reuse: Reuse;
   timings: { totalMs: number; prefillMs: number };
+  remote?: RemoteReport;
+}
+
+// ---------------------------------------------------------------- remotes
+
+/** A state fetched from a remote state host (src/engine/remote.ts) and stored here, whose tokens a call reused. */
+export interface RemoteSource {
+  /** The remote, as configured (its base URL). */
+  remote: string;
+  /** The cartridge's URL. */
+  url: string;
+  stateKey: string;
+  /** Tokens of that state (the reused tokens that came from the remote). */
+  tokens: number;
+  /** Bytes downloaded. */
+  bytes: number;
+  /** Time to download the file, and to check and store it. */
+  fetchMs: number;
+  importMs: number;
+}
+
+/** A remote that could not be used for a call (unreachable, no valid index, a refused file); the work was done locally. */
+export interface RemoteNotice {
+  remote: string;
+  url: string;
+  /** A typed error name (InvalidCartridge for a refused file) or 'Unreachable' / 'BadIndex'. */
+  error: string;
+  message: string;
+}
+
+export interface RemoteReport {
+  /** The state a remote supplied, or null when none did. */
+  from: RemoteSource | null;
+  notices: RemoteNotice[];
 }
 
 export interface StateInfo {

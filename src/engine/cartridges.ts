@@ -234,11 +234,22 @@ async function receiptChain(store: StateStore, m: Manifest): Promise<{ json: str
  * a refused file leaves the store exactly as it was. A state already stored
  * is not written again (`reused: true`).
  */
-export async function importCartridge(host: CartridgeHost, source: CartridgeSource, opts: { signal?: AbortSignal } = {}): Promise<ImportResult> {
+export async function importCartridge(
+  host: CartridgeHost,
+  source: CartridgeSource,
+  opts: { signal?: AbortSignal; expectKey?: string } = {},
+): Promise<ImportResult> {
   const model = await host.getModel();
   const expect = expectedModel(model);
   const bytes = await readCartridge(source, model, expect, opts.signal);
   const parsed = await parseCartridge(bytes, expect);
+  // A file fetched by its address (a remote state host) must hold the state that address names.
+  if (opts.expectKey !== undefined && parsed.stateKey !== opts.expectKey) {
+    throw new InvalidCartridge(`it holds state ${parsed.stateKey}, but it was fetched as ${opts.expectKey}; nothing was written.`, {
+      stateKey: parsed.stateKey,
+      expectKey: opts.expectKey,
+    });
+  }
   const existing = await host.store.getManifest(parsed.stateKey);
   const receiptsVerified = await checkReceipts(parsed.receipts, parsed.stateKey);
   if (existing) {

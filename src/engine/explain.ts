@@ -21,7 +21,7 @@ export interface ExplainInput {
   target: number;
   reused: number;
   fromKey: string | null;
-  tier: Tier | 'recomputed';
+  tier: Tier | 'recomputed' | 'remote';
   passed: Passed[];
   /** Checkpoint spacing used for this model's prefills (0: none), for the words. */
   checkpointEvery: number;

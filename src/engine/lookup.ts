@@ -3,6 +3,7 @@ import { BLOCK_TOKENS, type KeyChain } from '../core/key-chain.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
 import type { Manifest } from '../store/records.ts';
 import type { StateStore, Tier } from '../store/store.ts';
+import { improveFromRemote } from './remote.ts';
 
 /**
  * A stored state under one of the request's prefix keys that the lookup
@@ -25,7 +26,8 @@ export interface Found {
   state?: ModelState;
   /** Its manifest, when it is a stored state (not a run of blocks). */
   manifest?: Manifest;
-  tier?: Tier;
+  /** 'remote': fetched from a remote state host just now (and stored here). */
+  tier?: Tier | 'remote';
   /** Stored states longer than `reused` that were refused, longest first. */
   passed: Passed[];
 }
@@ -64,6 +66,19 @@ export function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>, len 
  * one, and reported in `passed`.
  */
 export async function findPrefix(store: StateStore, model: StateModel, chain: KeyChain, minLen = 1, known?: Manifest, maxLen = chain.length): Promise<Found> {
+  const local = await findLocalPrefix(store, model, chain, minLen, known, maxLen);
+  // A remote state host may hold a longer prefix (src/engine/remote.ts); with no remotes this is `local`.
+  return improveFromRemote(store, model, chain, minLen, maxLen, known, local);
+}
+
+async function findLocalPrefix(
+  store: StateStore,
+  model: StateModel,
+  chain: KeyChain,
+  minLen: number,
+  known: Manifest | undefined,
+  maxLen: number,
+): Promise<Found> {
   const n = maxLen;
   const passed: Passed[] = [];
   if (n === 0 || minLen > n) return { reused: 0, passed };

@@ -16,6 +16,7 @@ import { DEFAULT_HUB_URL } from '../models/registry.ts';
 import { listenStore, type StoreEvent } from '../store/broadcast.ts';
 import { requestPersistence as askPersistence } from '../store/quota.ts';
 import type { InitOptions } from '../worker/host.ts';
+import type { RemoteStatus } from '../engine/remote.ts';
 import { registerWire, WireOptions } from '../worker/wire.ts';
 import { DEBUG } from './debug.ts';
 import { WorkerSupervisor } from './supervisor.ts';
@@ -25,7 +26,9 @@ export { verifyReceipts, type Receipt, type SignedReceipt } from '../core/receip
 export type * from '../engine/api.ts';
 export type { StoreEvent };
 export { MODELS, DEFAULT_HUB_URL, DEFAULT_PAGE_MODEL, hubDtypes, pendingDtype, resolveModelId, type ModelEntry } from '../models/registry.ts';
-export type { DownloadInfo };
+export type { DownloadInfo, RemoteStatus };
+export { registerStatePack, serveStatePack, type StatePackWorker } from './statepack-host.ts';
+export { statePackRoute, type HttpRequest, type HttpResponse } from './statepack-http.ts';
 
 /**
  * What loading a model would download, asked before the download: each
@@ -64,6 +67,24 @@ export interface StatecartOptions {
   budgetBytes?: number;
   /** A worker you started yourself (it must run src/worker/worker.ts). */
   worker?: Worker;
+  /**
+   * One engine for every tab of the origin: the worker is a SharedWorker, so
+   * tabs share one model load and one hot tier. Default: true where the browser
+   * has SharedWorker and the page is not cross-origin isolated. On a COOP/COEP
+   * host a dedicated worker runs WASM on several threads, which browsers do not
+   * give a shared worker, so there each page keeps its own unless this says
+   * true. With `worker`, or without SharedWorker, each page has its own.
+   */
+  shared?: boolean;
+  /**
+   * Remote state hosts, read through after the local store: on a miss, or when
+   * a remote holds a longer prefix than the store, the state is fetched, checked
+   * and stored (layout: `<remote>/<model_fp>/index.json`, `<key-hex>.safetensors`;
+   * `npm run publish-states` writes it). Relative URLs are resolved against the page.
+   */
+  remotes?: (string | URL)[];
+  /** A remote that sends nothing for this long is taken as unreachable and the work is done locally (ms, default 8000). */
+  remoteTimeoutMs?: number;
   /** Heartbeat period and hang limit of the worker supervisor (ms). */
   heartbeatMs?: number;
   hangMs?: number;
@@ -75,12 +96,18 @@ export interface StatecartOptions {
 export interface StatecartClient extends Statecart {
   /** Called when any page or worker of this origin stores, deletes, evicts or finds damaged states in this store. Returns an unsubscribe function. */
   onStoreChange(fn: (e: StoreEvent) => void): () => void;
-  /** Stops the worker; the store stays in IndexedDB. */
+  /** Stops the worker (a shared worker: leaves it; the last tab out closes the engine); the store stays in IndexedDB. */
   terminate(): void;
-  /** The current worker (a new one after a crash). */
-  readonly worker: Worker;
+  /** The current worker (a new one after a crash): a SharedWorker when `shared`. */
+  readonly worker: Worker | SharedWorker;
+  /** Whether this client shares the origin's engine with other tabs (a SharedWorker). */
+  readonly shared: boolean;
   /** How many times the worker was replaced after a crash or hang. */
   readonly restarts: number;
+  /** Replaces the remote state hosts (for every tab sharing the engine); an empty list turns the remote tier off. */
+  setRemotes(remotes: (string | URL)[], opts?: { timeoutMs?: number }): Promise<void>;
+  /** Each remote: reachable or not, how many states it lists for the loaded model, the last problem. */
+  remoteStatus(): Promise<RemoteStatus[]>;
 }
 
 declare const __STATECART_LIB__: boolean | undefined;
@@ -103,7 +130,10 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...(o.hotBytes ? { hotBytes: o.hotBytes } : {}),
     ...(o.budgetBytes !== undefined ? { budgetBytes: o.budgetBytes } : {}),
     ...(o.hubUrl !== undefined ? { hubUrl: new URL(o.hubUrl, here).href } : {}),
+    ...(o.remotes ? { remotes: o.remotes.map((r) => new URL(r, here).href) } : {}),
+    ...(o.remoteTimeoutMs ? { remoteTimeoutMs: o.remoteTimeoutMs } : {}),
   };
+  const shared = !o.worker && typeof SharedWorker !== 'undefined' && (o.shared ?? !globalThis.crossOriginIsolated);
   // The model last asked for, so that a replacement worker loads it again. The
   // one named here loads the same way, in the worker's setup: compiling a model
   // can keep a worker busy for seconds, and the heartbeat starts after setup.
@@ -111,9 +141,13 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ? { model: o.model, ...(o.device ? { device: o.device } : {}), ...(o.dtype ? { dtype: o.dtype } : {}) }
     : null;
   const sup: WorkerSupervisor = new WorkerSupervisor(
-    // (written out in full: bundlers find the worker by this exact expression)
-    (): Worker =>
-      o.worker && sup.restarts === 0 ? o.worker : new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'statecart' }),
+    // (written out in full: bundlers find the worker by these exact expressions)
+    (generation): Worker | SharedWorker =>
+      shared
+        ? new SharedWorker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: `statecart#${generation}` })
+        : o.worker && sup.restarts === 0
+          ? o.worker
+          : new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'statecart' }),
     async (r, s) => {
       await r.init(s.deviceLost ? { ...init, device: 'wasm' } : init);
       if (lastModel) await r.call('loadModel', s.deviceLost ? { ...lastModel, device: 'wasm' } : lastModel);
@@ -157,6 +191,17 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     get worker() {
       return sup.worker;
     },
+    get shared() {
+      return sup.shared;
+    },
+    setRemotes: async (remotes, ro) => {
+      const list = remotes.map((r) => new URL(r, here).href);
+      await sup.run((r) => r.setRemotes(list, ro?.timeoutMs));
+      // A replacement worker gets them too.
+      init.remotes = list;
+      if (ro?.timeoutMs) init.remoteTimeoutMs = ro.timeoutMs;
+    },
+    remoteStatus: () => sup.run((r) => r.remoteStatus()),
     get restarts() {
       return sup.restarts;
     },

@@ -127,18 +127,23 @@ async function loadCatalog(): Promise<void> {
     const entries = Array.isArray(cat) ? cat : (cat.cartridges ?? []);
     if (!entries.length) throw new Error('empty');
     list.replaceChildren(
-      ...entries.map((e) =>
+      ...entries.map((e, i) =>
         el(
           'li',
           {},
+          // Named "Open" and described by its line (an example's name stays the name of one button only).
           el('button', {
             class: 'small',
             type: 'button',
             text: 'Open',
-            'aria-label': `Open ${e.name}`,
+            'aria-describedby': `catalog-${i}`,
             onclick: () => void importOne(e.name, new URL(e.url, r.url).href),
           }),
-          ` ${e.name}${e.model ? ` · ${e.model}` : ''}${e.size ? ` · ${fmtBytes(e.size)}` : ''}${e.description ? ` — ${e.description}` : ''}`,
+          ' ',
+          el('span', {
+            id: `catalog-${i}`,
+            text: `${e.name}${e.model ? ` · ${e.model}` : ''}${e.size ? ` · ${fmtBytes(e.size)}` : ''}${e.description ? ` — ${e.description}` : ''}`,
+          }),
         ),
       ),
     );

@@ -3,20 +3,21 @@ import * as Comlink from 'comlink';
 import { hashStats } from '../core/key-chain.ts';
 import { env } from '@huggingface/transformers';
 import { InvalidInput, ModelNotLoaded, StatecartError } from '../core/errors.ts';
-import type { Statecart, STATECART_METHODS } from '../engine/api.ts';
-import { LocalStatecart } from '../engine/statecart.ts';
+import type { LoadModelRequest, ModelInfo, Statecart, STATECART_METHODS } from '../engine/api.ts';
+import type { LocalStatecart } from '../engine/statecart.ts';
+import { reportRemote, type RemoteCounters, type RemoteStatus } from '../engine/remote.ts';
 import { readStats } from '../store/records.ts';
-import { StateStore } from '../store/store.ts';
-import { BrowserModelHost, type InitOptions } from './host.ts';
+import { hostStats, type InitOptions } from './host.ts';
 import type { ReceivedOptions } from './wire.ts';
 import { deviceLostWithin, reportDeviceLost } from './device-lost.ts';
+import { Engines, setRemotes, type EngineSlot } from './engines.ts';
 
 export type StatecartMethod = (typeof STATECART_METHODS)[number];
 
 /** Fault injection and counters, for tests (the library's testing entry, src/lib/testing.ts). */
 export interface DebugApi {
   /**
-   * 'throw' (uncaught error), 'close' (the worker exits), 'hang' (busy forever),
+   * 'throw' (uncaught error), 'close' (the worker exits: in a shared worker, for every tab), 'hang' (busy forever),
    * 'device-lost' (reports a loss without one), 'destroy-device' (destroys
    * onnxruntime's WebGPU device, so the real `lost` path runs).
    */
@@ -27,36 +28,80 @@ export interface DebugApi {
   dropHot(): Promise<void>;
   /** Last-position logits after `tokens` (on top of a stored state when given); stores nothing. */
   probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
-  /** Work counted since the worker started: tokens hashed, digests, manifest and blob reads, and the requests of the last write transaction. */
-  counters(): Promise<{ hashTokens: number; hashDigests: number; manifestReads: number; blobReads: number; lastWriteRequests: number }>;
+  /**
+   * Work counted since the worker started: tokens hashed, digests, manifest and blob reads, the requests of the
+   * last write transaction, models loaded (by every tab of a shared worker), engines and pages connected, and
+   * what the remote tier fetched.
+   */
+  counters(): Promise<{
+    hashTokens: number;
+    hashDigests: number;
+    manifestReads: number;
+    blobReads: number;
+    lastWriteRequests: number;
+    modelLoads: number;
+    engines: number;
+    pages: number;
+    shared: boolean;
+    /** Identifies the worker instance (a new one after a restart). */
+    workerId: string;
+    remote: RemoteCounters | null;
+  }>;
 }
 
+/** What every handler of one worker shares: its engines, and how many pages are connected. */
+export interface WorkerContext {
+  engines: Engines;
+  shared: boolean;
+  pages: number;
+}
+
+const WORKER_ID = Math.random().toString(36).slice(2, 10);
+let lifeLock: Promise<string | null> | null = null;
+
 /**
- * The worker's side: the engine behind comlink, and little else (web-llm's
- * WebWorkerMLCEngineHandler). The client calls `call(method, request, options)`
- * for every method of the Statecart interface.
+ * The worker's side for one page: the engine behind comlink, and little else
+ * (web-llm's WebWorkerMLCEngineHandler). The client calls `call(method,
+ * request, options)` for every method of the Statecart interface. A dedicated
+ * worker has one handler; a shared worker one per connected page, all on the
+ * same engines (src/worker/engines.ts).
  */
 export class WorkerHandler {
-  private sc: LocalStatecart | null = null;
+  private slot: EngineSlot | null = null;
+  private options: InitOptions | null = null;
+  private released = false;
+
+  constructor(private readonly ctx: WorkerContext = { engines: new Engines(), shared: false, pages: 1 }) {}
 
   ping(): number {
     return Date.now();
   }
 
+  /** Sets up this page's engine: a shared worker's page with the same settings as another gets the same engine (nothing is made or loaded again). */
   async init(o: InitOptions): Promise<void> {
-    this.sc?.store.close();
-    const store = new StateStore({ dbName: o.dbName, hotBytes: o.hotBytes, budgetBytes: o.budgetBytes ?? null });
-    // The open-time check (orphans, damaged states) runs before any request.
-    await store.ready;
-    this.sc = new LocalStatecart(store, new BrowserModelHost(o));
+    if (this.slot) this.ctx.engines.release(this.slot);
+    this.slot = null;
+    this.options = o;
+    this.slot = await this.ctx.engines.open(o);
   }
 
   async call<M extends StatecartMethod>(method: M, req: Parameters<Statecart[M]>[0], opts?: ReceivedOptions): Promise<Awaited<ReturnType<Statecart[M]>>> {
     try {
-      const sc = this.need(method);
+      let slot = this.need(method);
+      if (method === 'loadModel') {
+        const lm = req as LoadModelRequest;
+        if (lm && typeof lm.model === 'string' && lm.model) {
+          slot = await this.ctx.engines.forModel(slot, lm, this.options!);
+          this.slot = slot;
+        }
+        const load = slot.sc.loadModel.bind(slot.sc) as (r: unknown, o?: unknown) => Promise<ModelInfo>;
+        return (await this.ctx.engines.load(slot, () => load(lm, opts))) as Awaited<ReturnType<Statecart[M]>>;
+      }
+      const sc = slot.sc;
       const fn = sc[method] as (r: unknown, o?: unknown) => Promise<Awaited<ReturnType<Statecart[M]>>>;
+      let r: Awaited<ReturnType<Statecart[M]>>;
       try {
-        return await fn.call(sc, req, opts);
+        r = await fn.call(sc, req, opts);
       } catch (e) {
         // The runtime's error from a lost device is not the answer: this worker is
         // ending (the supervisor fails every pending call with WorkerCrashed and
@@ -64,9 +109,56 @@ export class WorkerHandler {
         if (!(e instanceof StatecartError) && (await deviceLostWithin(500))) return new Promise<never>(() => undefined);
         throw e;
       }
+      reportRemote(slot.store.remote, method, req, r);
+      return r;
     } finally {
       opts?.close();
     }
+  }
+
+  /** Replaces the remote state hosts of this page's engine (every page sharing it sees them). */
+  async setRemotes(remotes: string[], timeoutMs?: number): Promise<void> {
+    if (!Array.isArray(remotes) || remotes.some((r) => typeof r !== 'string')) throw new InvalidInput('setRemotes: give a list of URLs');
+    const slot = this.need('setRemotes');
+    try {
+      setRemotes(slot, remotes, timeoutMs);
+    } catch (e) {
+      throw new InvalidInput(`setRemotes: ${(e as Error).message}`);
+    }
+    if (this.options) this.options = { ...this.options, remotes, ...(timeoutMs ? { remoteTimeoutMs: timeoutMs } : {}) };
+  }
+
+  async remoteStatus(): Promise<RemoteStatus[]> {
+    return this.slot?.store.remote?.statuses() ?? [];
+  }
+
+  /** The page is done with its engine (terminate()): the last page out closes it. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    this.ctx.pages = Math.max(0, this.ctx.pages - 1);
+    if (this.slot) this.ctx.engines.release(this.slot);
+    this.slot = null;
+  }
+
+  /**
+   * The name of a Web Lock this worker holds until it ends. A page that asks
+   * for the same lock is granted it the moment the worker is gone (closed,
+   * crashed or killed by the browser), without waiting for a heartbeat.
+   */
+  lifeLock(): Promise<string | null> {
+    lifeLock ??= new Promise((resolve) => {
+      const locks = (navigator as Navigator & { locks?: LockManager }).locks;
+      if (!locks) return resolve(null);
+      const name = `statecart-worker-life-${WORKER_ID}-${Date.now()}`;
+      locks
+        .request(name, () => {
+          resolve(name);
+          return new Promise<void>(() => undefined);
+        })
+        .catch(() => resolve(null));
+    });
+    return lifeLock;
   }
 
   readonly debug: DebugApi = {
@@ -88,10 +180,10 @@ export class WorkerHandler {
           }
         });
     },
-    storeFault: async (n) => this.need('storeFault').store.faultAfterRequests(n, () => self.close()),
-    dropHot: async () => this.need('dropHot').store.hot.clear(),
+    storeFault: async (n) => this.sc('storeFault').store.faultAfterRequests(n, () => self.close()),
+    dropHot: async () => this.sc('dropHot').store.hot.clear(),
     probe: async (req) => {
-      const sc = this.need('probe');
+      const sc = this.sc('probe');
       const model = await sc.getModel();
       const from = req.stateKey ? (await sc.store.getState(req.stateKey)).state : undefined;
       const { logits } = await model.prefill(req.tokens, from);
@@ -101,13 +193,23 @@ export class WorkerHandler {
       hashTokens: hashStats.tokens,
       hashDigests: hashStats.digests,
       manifestReads: readStats.manifests,
-      blobReads: this.sc?.store.stats().blobReads ?? 0,
-      lastWriteRequests: this.sc?.store.stats().lastWriteRequests ?? 0,
+      blobReads: this.slot?.store.stats().blobReads ?? 0,
+      lastWriteRequests: this.slot?.store.stats().lastWriteRequests ?? 0,
+      modelLoads: hostStats.modelLoads,
+      engines: this.ctx.engines.size,
+      pages: this.ctx.pages,
+      shared: this.ctx.shared,
+      workerId: WORKER_ID,
+      remote: this.slot?.store.remote ? { ...this.slot.store.remote.counters } : null,
     }),
   };
 
-  private need(what: string): LocalStatecart {
-    if (!this.sc) throw new ModelNotLoaded({ reason: `${what}: the worker was not initialised (call init() first).` });
-    return this.sc;
+  private need(what: string): EngineSlot {
+    if (!this.slot) throw new ModelNotLoaded({ reason: `${what}: the worker was not initialised (call init() first).` });
+    return this.slot;
+  }
+
+  private sc(what: string): LocalStatecart {
+    return this.need(what).sc;
   }
 }

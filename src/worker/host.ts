@@ -42,7 +42,14 @@ export interface InitOptions {
   hotBytes?: number;
   /** Most bytes of blobs the store may hold; least-recently-used unpinned states are evicted to stay under it. */
   budgetBytes?: number | null;
+  /** Remote state hosts (absolute URLs) read through after the local store (src/engine/remote.ts). */
+  remotes?: string[];
+  /** A remote that sends nothing for this long is taken as unreachable (ms). */
+  remoteTimeoutMs?: number;
 }
+
+/** Models this worker loaded (every tab's, in a shared worker): the tests count them. */
+export const hostStats = { modelLoads: 0 };
 
 async function fetchBytes(url: string): Promise<Uint8Array> {
   const r = await fetch(url);
@@ -86,6 +93,7 @@ export class BrowserModelHost implements ModelHost {
 
   async load(req: LoadModelRequest, onProgress?: (p: FileProgress) => void, signal?: AbortSignal): Promise<StateModel> {
     const id = req.model;
+    hostStats.modelLoads++;
     const ref = resolveModelId(id);
     const hubUrl = this.o.hubUrl ?? DEFAULT_HUB_URL;
     const { files, runtime } = await this.caches();

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPage, referenceGreedy, LOREM } from './helpers.ts';
 import { launchOptions } from './browser.ts';
+import { serveStatic } from './support/static-server.ts';
 
 /** A persistent profile of its own: a browser that shares nothing with another one. */
 async function profile(): Promise<{ ctx: BrowserContext; page: Page; close: () => Promise<void> }> {
@@ -206,48 +207,56 @@ test.describe('cartridges: a state carried from one browser profile to another',
   });
 
   test('a broken file is refused with a typed error and the store is left exactly as it was', async ({ page }) => {
-    await page.context().route('**/missing/cartridge.safetensors', (route) => route.fulfill({ status: 404, body: 'not here' }));
+    // A real host that answers 404 (not a Playwright route: the page's engine runs in a SharedWorker, whose requests routes do not see).
+    const empty = mkdtempSync(join(tmpdir(), 'statecart-empty-host-'));
+    const host = await serveStatic(empty, 0);
+    const missing = `${host.url}missing/cartridge.safetensors`;
     await openPage(page);
     const key = await page.evaluate(async (t) => (await window.statecart!.createState({ text: t })).stateKey, LOREM);
     const before = await snapshotStore(page);
     expect(before).toContain('bytes:');
-    const errors = await page.evaluate(async (k) => {
-      const sc = window.statecart!;
-      const good = new Uint8Array(await (await sc.exportCartridge({ stateKey: k })).arrayBuffer());
-      const flip = (at: number) => {
-        const c = good.slice();
-        c[at]! ^= 0x10;
-        return c;
-      };
-      const n = new DataView(good.buffer).getUint32(0, true);
-      const head = new TextDecoder().decode(good.subarray(8, 8 + n));
-      const tries: [string, Uint8Array | Blob | string][] = [
-        ['truncated', good.subarray(0, good.length - 100)],
-        ['data bit flip', flip(good.length - 5)],
-        // (inside a checked field, the tensors' digests: informative keys such as receipts or provenance are not checked)
-        ['header bit flip', flip(8 + head.indexOf('sha256:', head.indexOf('"digests"')) + 10)],
-        [
-          'huge header length',
-          (() => {
-            const c = good.slice();
-            new DataView(c.buffer).setUint32(4, 1, true);
-            return c;
-          })(),
-        ],
-        ['not safetensors', new Blob(['hello, this is not a cartridge'])],
-        // The dev server answers unknown paths with its HTML page (HTTP 200).
-        ['an HTML page', new URL('no-such-cartridge.safetensors', location.href).href],
-        ['HTTP 404', new URL('missing/cartridge.safetensors', location.href).href],
-      ];
-      const out: Record<string, string> = {};
-      for (const [what, data] of tries) {
-        out[what] = await sc.importCartridge({ source: data }).then(
-          () => 'imported!',
-          (e: Error) => `${e.name}: ${e.message}`,
-        );
-      }
-      return out;
-    }, key);
+    const errors = await page.evaluate(
+      async ({ k, missing }) => {
+        const sc = window.statecart!;
+        const good = new Uint8Array(await (await sc.exportCartridge({ stateKey: k })).arrayBuffer());
+        const flip = (at: number) => {
+          const c = good.slice();
+          c[at]! ^= 0x10;
+          return c;
+        };
+        const n = new DataView(good.buffer).getUint32(0, true);
+        const head = new TextDecoder().decode(good.subarray(8, 8 + n));
+        const tries: [string, Uint8Array | Blob | string][] = [
+          ['truncated', good.subarray(0, good.length - 100)],
+          ['data bit flip', flip(good.length - 5)],
+          // (inside a checked field, the tensors' digests: informative keys such as receipts or provenance are not checked)
+          ['header bit flip', flip(8 + head.indexOf('sha256:', head.indexOf('"digests"')) + 10)],
+          [
+            'huge header length',
+            (() => {
+              const c = good.slice();
+              new DataView(c.buffer).setUint32(4, 1, true);
+              return c;
+            })(),
+          ],
+          ['not safetensors', new Blob(['hello, this is not a cartridge'])],
+          // The dev server answers unknown paths with its HTML page (HTTP 200).
+          ['an HTML page', new URL('no-such-cartridge.safetensors', location.href).href],
+          ['HTTP 404', missing],
+        ];
+        const out: Record<string, string> = {};
+        for (const [what, data] of tries) {
+          out[what] = await sc.importCartridge({ source: data }).then(
+            () => 'imported!',
+            (e: Error) => `${e.name}: ${e.message}`,
+          );
+        }
+        return out;
+      },
+      { k: key, missing },
+    );
+    await host.close();
+    rmSync(empty, { recursive: true, force: true });
     for (const what of ['truncated', 'data bit flip', 'header bit flip', 'huge header length', 'not safetensors', 'an HTML page']) {
       expect(errors[what], what).toMatch(/^InvalidCartridge: /);
     }
