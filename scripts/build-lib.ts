@@ -24,7 +24,8 @@ const index = join(out, 'index.js');
 const src = readFileSync(index, 'utf8');
 const emitted = /new URL\(\s*\/\* @vite-ignore \*\/\s*new URL\("worker\.js", import\.meta\.url\)\.href,\s*"" \+ import\.meta\.url\s*\)/g;
 const found = src.match(emitted)?.length ?? 0;
-if (found !== 1) throw new Error(`build-lib: expected the worker URL once in dist/lib/index.js, found it ${found} times (did Vite change how it emits workers?)`);
+if (found !== 1)
+  throw new Error(`build-lib: expected the worker URL once in dist/lib/index.js, found it ${found} times (did Vite change how it emits workers?)`);
 writeFileSync(index, src.replace(emitted, 'new URL("./worker.js", import.meta.url)'));
 
 mkdirSync(join(out, 'ort'), { recursive: true });

@@ -15,7 +15,7 @@ import { isCodecName, codecs, type CodecName, type CodecParams } from '../format
 import { KeyChain } from '../core/key-chain.ts';
 import { dimsAt } from '../core/state.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StateNotFound, StatecartError, throwIfAborted } from '../core/errors.ts';
-import { blobDigest, signReceipt, verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
+import { signReceipt, verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 
 /**
  * Cartridges on the engine side: a stored state out to a `.safetensors` Blob,

@@ -37,12 +37,22 @@ test.beforeAll(async () => {
   run(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'warn'], APP);
   const assets = readdirSync(join(APP, 'dist', 'assets'));
   expect(assets.some((f) => f.endsWith('.wasm'))).toBe(true);
-  server = spawn(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'preview', '--port', String(PORT), '--strictPort', '--host', '127.0.0.1'], {
-    cwd: APP,
-    stdio: 'ignore',
-  });
+  server = spawn(
+    process.execPath,
+    [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'preview', '--port', String(PORT), '--strictPort', '--host', '127.0.0.1'],
+    {
+      cwd: APP,
+      stdio: 'ignore',
+    },
+  );
   for (let i = 0; i < 100; i++) {
-    if (await fetch(`http://127.0.0.1:${PORT}/`).then((r) => r.ok, () => false)) return;
+    if (
+      await fetch(`http://127.0.0.1:${PORT}/`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error('the example did not start');
@@ -57,18 +67,25 @@ test('an app that installs the packed library creates a state, continues it, and
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`http://127.0.0.1:${PORT}/`);
   await page.waitForFunction(() => (window as unknown as { result?: unknown }).result !== undefined, undefined, { timeout: 120_000 });
-  const first = await page.evaluate(() => (window as unknown as { result: { base: { stateKey: string; tokens: number; reused: number }; r: { output: string; outputTokens: number[] } } }).result);
+  const first = await page.evaluate(
+    () =>
+      (window as unknown as { result: { base: { stateKey: string; tokens: number; reused: number }; r: { output: string; outputTokens: number[] } } }).result,
+  );
   expect(errors).toEqual([]);
   expect(first.base.reused).toBe(0);
   expect(first.r.outputTokens.length).toBe(12);
   await expect(page.locator('#out')).toHaveText(first.r.output);
-  const health = await page.evaluate(() => (window as unknown as { statecart: { health(): Promise<{ statesStored: number; model: string | null }> } }).statecart.health());
+  const health = await page.evaluate(() =>
+    (window as unknown as { statecart: { health(): Promise<{ statesStored: number; model: string | null }> } }).statecart.health(),
+  );
   expect(health.model).toBe('tiny-gpt2');
   expect(health.statesStored).toBe(2);
 
   await page.reload();
   await page.waitForFunction(() => (window as unknown as { result?: unknown }).result !== undefined, undefined, { timeout: 120_000 });
-  const second = await page.evaluate(() => (window as unknown as { result: { base: { stateKey: string; tokens: number; reused: number }; r: { outputTokens: number[] } } }).result);
+  const second = await page.evaluate(
+    () => (window as unknown as { result: { base: { stateKey: string; tokens: number; reused: number }; r: { outputTokens: number[] } } }).result,
+  );
   // The base came from IndexedDB, whole; the continuation is the same.
   expect(second.base.stateKey).toBe(first.base.stateKey);
   expect(second.base.reused).toBe(second.base.tokens);

@@ -170,7 +170,11 @@ test('typed errors cross the worker boundary as their own classes, with the fact
   });
   expect(r.notFound).toMatchObject({ cls: true, name: 'StateNotFound', details: { key: 'sha256:' + 'ab'.repeat(32) } });
   expect(r.notFound!.message).toMatch(/createState/);
-  expect(r.overflow).toMatchObject({ cls: true, name: 'ContextOverflow', details: { limit: 1024, wanted: 1033, state: 1000, delta: 3, maxNewTokens: 30, op: 'infer' } });
+  expect(r.overflow).toMatchObject({
+    cls: true,
+    name: 'ContextOverflow',
+    details: { limit: 1024, wanted: 1033, state: 1000, delta: 3, maxNewTokens: 30, op: 'infer' },
+  });
   expect(r.overflow!.message).toMatch(/compact/);
   expect(r.cartridge).toMatchObject({ cls: true, name: 'InvalidCartridge' });
   expect(r.cartridge!.message).toMatch(/^Invalid cartridge: /);

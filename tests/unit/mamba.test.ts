@@ -9,7 +9,6 @@ import { writeSafetensors } from '../../src/formats/safetensors.ts';
 import { mambaReferenceForward, zeroMambaState, type MambaRefState, type MambaWeights } from '../../src/models/mamba-reference.ts';
 import { createMambaModel, type MambaModel, type OrtLike } from '../../src/models/mamba.ts';
 import type { ModelState } from '../../src/models/types.ts';
-import { sha256Hex } from '../../src/core/sha256.ts';
 
 const TOL = 1e-4;
 // Deterministic pseudo-text: ids spread over the whole vocabulary.
