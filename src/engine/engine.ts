@@ -1,8 +1,8 @@
 import type { ModelState, RunOptions, StateModel } from '../models/types.ts';
 import type { PutRequest, PutResult, StateStore } from '../store/store.ts';
 import type { Manifest } from '../store/records.ts';
-import { KeyChain, BLOCK_TOKENS } from '../core/key-chain.ts';
-import { ContextOverflow, CorruptBlob, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
+import { KeyChain } from '../core/key-chain.ts';
+import { ContextOverflow, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 import { truncateState } from '../core/state.ts';
 import { makeSampler, validateSampling } from './sampling.ts';
@@ -53,16 +53,22 @@ export class Engine {
     return findPrefix(this.store, model, chain, minLen, known, maxLen);
   }
 
-  /** Every state the protocol makes goes to the store through here. */
-  private save(input: PutRequest): Promise<PutResult> {
-    return this.store.putState(input);
+  /**
+   * Every state the protocol makes goes to the store through here. Its write
+   * goes behind the call (src/store/write-queue.ts): this resolves once the
+   * state is in memory and its write is queued, or, for a durable call, once
+   * the write has landed (rejecting with the write's error).
+   */
+  private async save(input: PutRequest, o: WriteOptions): Promise<PutResult> {
+    const q = await this.store.queueState(input);
+    return o.durable ? q.landed() : q;
   }
 
   /**
    * Computes and stores the state of `tokens`, reusing the longest stored
    * prefix. Nothing is written when the signal fires before the store write.
    */
-  private async build(model: StateModel, tokens: number[], ro: RunOptions, op: 'create' | 'compact', label?: string, input?: Manifest): Promise<Built> {
+  private async build(model: StateModel, tokens: number[], ro: WriteOptions, op: 'create' | 'compact', label?: string, input?: Manifest): Promise<Built> {
     const chain = await KeyChain.create(model.fingerprint, tokens);
     // Every prefix key, shortest first: the lookup below needs them all, and
     // asked in this order each token is hashed once.
@@ -94,18 +100,21 @@ export class Engine {
     const inputs = input ? [input.key] : prefix.manifest ? [prefix.manifest.key] : [];
     const prev = (input ? input.receipt : prefix.manifest?.receipt) ?? null;
     const processed = rest.length;
-    const res = await this.save({
-      state,
-      chain,
-      modelId: model.id,
-      modelFp: model.fingerprint,
-      arch: model.arch,
-      parent: prefix.manifest ?? null,
-      label: label ?? existing?.label,
-      receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
-      // (a damaged state is written again whole)
-      replace: Boolean(existing),
-    });
+    const res = await this.save(
+      {
+        state,
+        chain,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        arch: model.arch,
+        parent: prefix.manifest ?? null,
+        label: label ?? existing?.label,
+        receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
+        // (a damaged state is written again whole)
+        replace: Boolean(existing),
+      },
+      ro,
+    );
     return {
       key,
       manifest: res.manifest,
@@ -119,7 +128,7 @@ export class Engine {
     };
   }
 
-  async createState(req: CreateStateRequest, ro: RunOptions = {}): Promise<CreateStateResult> {
+  async createState(req: CreateStateRequest, ro: WriteOptions = {}): Promise<CreateStateResult> {
     const t0 = now();
     const model = await this.getModel(req.model);
     const tokens = await this.tokensOf(model, req.text, req.tokens, 'createState');
@@ -141,7 +150,7 @@ export class Engine {
     };
   }
 
-  async infer(req: InferRequest, ro: RunOptions = {}): Promise<InferResult> {
+  async infer(req: InferRequest, ro: WriteOptions = {}): Promise<InferResult> {
     const t0 = now();
     validateSampling(req?.sampling);
     const maxNew = req?.maxNewTokens ?? 16;
@@ -187,17 +196,20 @@ export class Engine {
         throwIfAborted(ro.signal);
         const healed = await run.state();
         if (model.keepsLastLogits) healed.logits = logits;
-        await this.save({
-          state: healed,
-          chain: chain.prefix(n0),
-          modelId: model.id,
-          modelFp: model.fingerprint,
-          arch: model.arch,
-          parent: null,
-          label: base.label,
-          keepReceipt: { hash: base.receipt, ...(base.receiptJson ? { json: base.receiptJson } : {}) },
-          replace: true,
-        });
+        await this.save(
+          {
+            state: healed,
+            chain: chain.prefix(n0),
+            modelId: model.id,
+            modelFp: model.fingerprint,
+            arch: model.arch,
+            parent: null,
+            label: base.label,
+            keepReceipt: { hash: base.receipt, ...(base.receiptJson ? { json: base.receiptJson } : {}) },
+            replace: true,
+          },
+          ro,
+        );
       }
       const pos = reused + processed;
       if (pos < full.length) {
@@ -245,21 +257,25 @@ export class Engine {
       }
       const generateMs = now() - tg;
       throwIfAborted(ro.signal);
-      const ts = now();
       chain.append(out);
       const state = await run.state();
       if (model.keepsLastLogits) state.logits = logits;
+      // storeMs: what this call waits for the store (its write is queued, not waited for, unless durable).
+      const ts = now();
       const newKey = chain.key();
       const prev = base.receipt ?? null;
-      const res = await this.save({
-        state,
-        chain,
-        modelId: model.id,
-        modelFp: model.fingerprint,
-        arch: model.arch,
-        parent: found.manifest && found.reused >= n0 ? found.manifest : base,
-        receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
-      });
+      const res = await this.save(
+        {
+          state,
+          chain,
+          modelId: model.id,
+          modelFp: model.fingerprint,
+          arch: model.arch,
+          parent: found.manifest && found.reused >= n0 ? found.manifest : base,
+          receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
+        },
+        ro,
+      );
       // Already stored (the same tokens came out before): this call's receipt is made, not stored.
       const receipt =
         res.receipt ?? (await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, await stateDigest(res.manifest), processed, reused, prev));
@@ -326,7 +342,7 @@ export class Engine {
    * state. Deleting the intermediates then frees only what nothing else uses
    * (the store's mark-and-sweep).
    */
-  async merge(req: MergeRequest, ro: RunOptions = {}): Promise<MergeResult> {
+  async merge(req: MergeRequest, ro: WriteOptions = {}): Promise<MergeResult> {
     const keys = req?.stateKeys;
     if (!Array.isArray(keys) || keys.length === 0 || keys.some((k) => typeof k !== 'string'))
       throw new InvalidInput('merge: stateKeys is a non-empty list of state keys, oldest first');
@@ -353,18 +369,22 @@ export class Engine {
     throwIfAborted(ro.signal);
     // The last step that may be cancelled: from here on the merge is written.
     const chain = await KeyChain.create(model.fingerprint, last.tokens);
-    const res = await this.save({
-      state,
-      chain,
-      modelId: model.id,
-      modelFp: model.fingerprint,
-      arch: model.arch,
-      parent: null,
-      label: last.label,
-      pinned: last.pinned,
-      receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
-      replace: true,
-    });
+    const res = await this.save(
+      {
+        state,
+        chain,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        arch: model.arch,
+        parent: null,
+        label: last.label,
+        pinned: last.pinned,
+        receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
+        replace: true,
+        // The intermediates are deleted only once the merged state has landed.
+      },
+      { ...ro, durable: true },
+    );
     const receipt = res.receipt!;
     const released: string[] = [];
     const keptPinned: string[] = [];
@@ -390,7 +410,7 @@ export class Engine {
    * tokens sit at new positions, so their KV must be recomputed. The first
    * part is a prefix of the old state, so it comes from the store.
    */
-  async compact(req: CompactRequest, ro: RunOptions = {}): Promise<CompactResult> {
+  async compact(req: CompactRequest, ro: WriteOptions = {}): Promise<CompactResult> {
     const t0 = now();
     const base = (await this.store.lookup(req?.stateKey))?.manifest;
     if (!base) throw new StateNotFound(req?.stateKey);
@@ -499,6 +519,9 @@ export class Engine {
     });
   }
 }
+
+/** A call's run options, and whether it waits for its own write to land (src/engine/api.ts, CallOptions.durable). */
+type WriteOptions = RunOptions & { durable?: boolean };
 
 interface Built {
   key: string;

@@ -5,7 +5,7 @@ import { ModelNotLoaded } from '../core/errors.ts';
 import type { Statecart, STATECART_METHODS } from '../engine/api.ts';
 import { LocalStatecart } from '../engine/statecart.ts';
 import { readStats } from '../store/records.ts';
-import { StateStore } from '../store/store.ts';
+import { StateStore, type WriteQueueStats } from '../store/store.ts';
 import { BrowserModelHost, type InitOptions } from './host.ts';
 import type { ReceivedOptions } from './wire.ts';
 import { reportDeviceLost } from './device-lost.ts';
@@ -18,12 +18,21 @@ export interface DebugApi {
   fault(kind: 'throw' | 'close' | 'hang' | 'device-lost'): Promise<void>;
   /** The next store write closes this worker after its n-th IndexedDB request. */
   storeFault(afterRequests: number): Promise<void>;
-  /** Drops the hot tier, so the next read comes from IndexedDB. */
+  /** Lets queued writes land, then drops the hot tier, so the next read comes from IndexedDB. */
   dropHot(): Promise<void>;
+  /** Holds queued writes before they start (true), so a test can act between a call's return and its write landing; false lets them go. */
+  holdWrites(on: boolean): Promise<void>;
   /** Last-position logits after `tokens` (on top of a stored state when given); stores nothing. */
   probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
-  /** Work counted since the worker started: tokens hashed, digests, manifest and blob reads, and the requests of the last write transaction. */
-  counters(): Promise<{ hashTokens: number; hashDigests: number; manifestReads: number; blobReads: number; lastWriteRequests: number }>;
+  /** Work counted since the worker started: tokens hashed, digests, manifest and blob reads, the requests of the last write transaction, and the write queue's counts and times. */
+  counters(): Promise<{
+    hashTokens: number;
+    hashDigests: number;
+    manifestReads: number;
+    blobReads: number;
+    lastWriteRequests: number;
+    writes: WriteQueueStats | null;
+  }>;
 }
 
 /**
@@ -72,7 +81,8 @@ export class WorkerHandler {
         });
     },
     storeFault: async (n) => this.need('storeFault').store.faultAfterRequests(n, () => self.close()),
-    dropHot: async () => this.need('dropHot').store.hot.clear(),
+    dropHot: async () => this.need('dropHot').store.dropHot(),
+    holdWrites: async (on) => this.need('holdWrites').store.holdWrites(on),
     probe: async (req) => {
       const sc = this.need('probe');
       const model = await sc.getModel();
@@ -86,6 +96,7 @@ export class WorkerHandler {
       manifestReads: readStats.manifests,
       blobReads: this.sc?.store.stats().blobReads ?? 0,
       lastWriteRequests: this.sc?.store.stats().lastWriteRequests ?? 0,
+      writes: this.sc?.store.stats().writes ?? null,
     }),
   };
 
