@@ -356,8 +356,13 @@ async function writeOnce(
         const named = p && p.modelFp === manifest.modelFp ? new Map(p.blocks.map((b) => [b.key, b.digest])) : null;
         // A blob already present keeps its bytes, and the manifest takes its
         // digest: two writers of one block end with one copy and agree on it.
+        // (async: a request on a transaction the fault aborted throws; each becomes a rejection Promise.all handles)
         const existing = await Promise.all(
-          records.map(([k, rec]) => (rec ? getBlob(s, k) : hasBlob(s, k).then((x) => (x ? (named?.has(k) ? { digest: named.get(k)! } : null) : undefined)))),
+          records.map(async ([k, rec]) => {
+            if (rec) return getBlob(s, k);
+            if (!(await hasBlob(s, k))) return undefined;
+            return named?.has(k) ? { digest: named.get(k)! } : null;
+          }),
         );
         if (records.some(([, rec], i) => !rec && existing[i] === undefined)) throw new KnownBlockMissing();
         const changed = new Map<number, string>();
