@@ -58,8 +58,13 @@ export function layout(states: StateInfo[]): { placed: Placed[]; edges: [Placed,
   return { placed, edges, width: (maxDepth + 1) * (W + GX), height: Math.max(1, row) * (H + GY) };
 }
 
+/** A tier in words: a queued state is in memory and usable, but not in IndexedDB yet (its write goes behind the call that made it). */
+export function tierText(tier: StateInfo['tier']): string {
+  return tier === 'queued' ? 'not yet stored' : tier;
+}
+
 function nodeLabel(s: StateInfo): string {
-  return `state ${short(s.key)}, ${s.parent ? 'delta' : 'base'}${s.label ? ` "${s.label}"` : ''}, ${s.tokens} tokens, ${fmtBytes(s.bytes)}, codec ${s.codec}, tier ${s.tier}${s.pinned ? ', pinned' : ''}`;
+  return `state ${short(s.key)}, ${s.parent ? 'delta' : 'base'}${s.label ? ` "${s.label}"` : ''}, ${s.tokens} tokens, ${fmtBytes(s.bytes)}, codec ${s.codec}, tier ${tierText(s.tier)}${s.pinned ? ', pinned' : ''}`;
 }
 
 function draw(states: StateInfo[]): void {
@@ -95,7 +100,7 @@ function draw(states: StateInfo[]): void {
     const head = `${st.parent ? '' : 'BASE '}${short(st.key)}${st.pinned ? ' 📌' : ''}`;
     node.append(svg('text', { x: 8, y: 15, class: 'k' }, head));
     node.append(svg('text', { x: 8, y: 30 }, `${st.tokens} tok · ${fmtBytes(st.bytes)}`));
-    const meta = `${st.codec} · ${st.tier}${st.label ? ` · ${st.label}` : ''}`;
+    const meta = `${st.codec} · ${tierText(st.tier)}${st.label ? ` · ${st.label}` : ''}`;
     node.append(svg('text', { x: 8, y: 44, class: 'm' }, meta.length > 24 ? `${meta.slice(0, 23)}…` : meta));
     const choose = () => select(st.key);
     node.addEventListener('click', choose);
