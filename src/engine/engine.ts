@@ -108,6 +108,7 @@ export class Engine {
         modelFp: model.fingerprint,
         arch: model.arch,
         parent: prefix.manifest ?? null,
+        restoredFromParent: Boolean(prefix.manifest),
         label: label ?? existing?.label,
         receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
         // (a damaged state is written again whole)
@@ -272,6 +273,8 @@ export class Engine {
           modelFp: model.fingerprint,
           arch: model.arch,
           parent: found.manifest && found.reused >= n0 ? found.manifest : base,
+          // (its first tokens are that manifest's numbers as read: lossy blocks can be taken by reference too)
+          restoredFromParent: Boolean(found.manifest && found.reused >= n0),
           receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
         },
         ro,

@@ -42,6 +42,8 @@ export interface StoreCore {
     blobReads: number;
     /** Requests the last write transaction made (a fault-injection sweep goes over 1..this). */
     lastWriteRequests: number;
+    /** Blocks the last write cut, encoded and hashed (the rest it took from its parent by reference). */
+    lastBlocksPrepared: number;
     /** Corrupt or missing blobs found by reads since the store was opened. */
     damageDetected: number;
   };

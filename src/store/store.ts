@@ -97,7 +97,7 @@ export class StateStore {
       noteUse: (key) => this.noteUse(key),
       budgetBytes: checkBudget(opts.budgetBytes ?? null),
       fault: null,
-      counters: { blobReads: 0, lastWriteRequests: 0, damageDetected: 0 },
+      counters: { blobReads: 0, lastWriteRequests: 0, lastBlocksPrepared: 0, damageDetected: 0 },
     };
     this.core = core;
     if (opts.codec) this.setCodecPolicy(opts.codec);
@@ -301,7 +301,15 @@ export class StateStore {
   }
 
   /** What this store has counted since it was opened (health(), tests). */
-  stats(): { statesHot: number; bytesHot: number; blobReads: number; damageDetected: number; lastWriteRequests: number; writes: WriteQueueStats } {
+  stats(): {
+    statesHot: number;
+    bytesHot: number;
+    blobReads: number;
+    damageDetected: number;
+    lastWriteRequests: number;
+    lastBlocksPrepared: number;
+    writes: WriteQueueStats;
+  } {
     const c = this.core.counters;
     return {
       statesHot: this.hot.size,
@@ -309,6 +317,7 @@ export class StateStore {
       blobReads: c.blobReads,
       damageDetected: c.damageDetected,
       lastWriteRequests: c.lastWriteRequests,
+      lastBlocksPrepared: c.lastBlocksPrepared,
       writes: this.core.queue.stats(),
     };
   }

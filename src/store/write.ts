@@ -6,7 +6,7 @@ import { digestOf } from '../core/sha256.ts';
 import { canonicalize } from '../core/canonical-json.ts';
 import { bytesOf } from '../core/bytes.ts';
 import { isSliceable, stateBytes, type ModelState } from '../core/state.ts';
-import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, tensorSpecs, type BlockCodec } from './blocks.ts';
+import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, placeBlock, tensorSpecs, type BlockCodec } from './blocks.ts';
 import type { StoreCore } from './context.ts';
 import { countingStore, safeAbort } from './fault.ts';
 import { originEstimate, planEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
@@ -40,6 +40,14 @@ export interface PutInput {
   keepReceipt?: { hash: string | null; json?: string };
   /** Cut and write every block, even those the parent names (the fallback when one went missing). */
   fullWrite?: boolean;
+  /**
+   * The state was continued from `parent` as a read of it returns it (its
+   * first tokens hold the parent's decoded numbers): the parent's full blocks
+   * are then taken by reference in a lossy codec too, and the new blocks'
+   * decoded numbers are written into `state` itself, which becomes the hot
+   * copy. Without it, only fp32 blocks are taken (their bytes are the numbers).
+   */
+  restoredFromParent?: boolean;
   /** Write over a stored manifest of the same key (merge, a damaged state healed); otherwise a stored, whole state is left as it is. */
   replace?: boolean;
   /** Pinned (default: as the replaced manifest was, else not). */
@@ -106,13 +114,16 @@ async function prepare(input: PutInput): Promise<Prepared> {
   const records: [string, BlockRecord | null][] = [];
   // Full fp32 blocks the parent already names are the same bytes under the
   // same key (content addressing): they are neither cut, hashed nor copied
-  // again, only checked to be present in the write's transaction.
+  // again, only checked to be present in the write's transaction. A lossy
+  // block is taken too when the state holds what it decodes to (continued
+  // from the parent as read), so a step encodes only its new tokens.
   let skip = 0;
   const parent = input.parent;
-  if (!input.fullWrite && sliceable && codec === 'fp32' && parent && parent.modelFp === input.modelFp) {
-    const own = new Map(parent.blocks.filter((b) => b.codec === 'fp32' && !b.blobTokens && b.end - b.start === BLOCK_TOKENS).map((b) => [b.key, b]));
+  const byRef = codec === 'fp32' || Boolean(input.restoredFromParent);
+  if (!input.fullWrite && sliceable && byRef && parent && parent.modelFp === input.modelFp) {
+    const own = new Map(parent.blocks.filter((b) => b.codec === codec && !b.blobTokens && b.end - b.start === BLOCK_TOKENS).map((b) => [b.key, b]));
     while (skip < Math.floor(n / BLOCK_TOKENS)) {
-      const ref = own.get(blobKeyFor(chain.blockKey(skip), 'fp32'));
+      const ref = own.get(blobKeyFor(chain.blockKey(skip), codec));
       if (!ref || ref.start !== skip * BLOCK_TOKENS) break;
       refs.push({ ...ref });
       records.push([ref.key, null]);
@@ -165,7 +176,13 @@ async function prepare(input: PutInput): Promise<Prepared> {
     pinned: input.pinned ?? false,
     ...(input.label ? { label: input.label } : {}),
   };
-  const hot = codec === 'fp32' ? state : joinBlocks(state.tokens, specs, decoded);
+  let hot: ModelState;
+  if (codec === 'fp32') hot = state;
+  else if (skip > 0) {
+    // The parent's blocks are already the decoded numbers in `state`: only the new blocks' are written in.
+    for (const d of decoded) placeBlock(state.tensors, n, d.start, d.end, d.data);
+    hot = state;
+  } else hot = joinBlocks(state.tokens, specs, decoded);
   const p: Prepared = { input, manifest, records, tails, hot, receipt: null };
   await sign(p);
   return p;
@@ -237,6 +254,7 @@ export async function queueState(core: StoreCore, input: PutInput, o: { behind: 
     return { manifest: waiting.manifest, receipt: null, written: false, landed: () => told(core, key, landing) };
   }
   const p = await prepare(input);
+  core.counters.lastBlocksPrepared = p.records.filter(([, rec]) => rec).length;
   // Back-pressure: queued states are held in memory until they land, so a
   // caller that outruns the writes waits for the oldest one.
   const bytes = stateBytes(p.hot);
