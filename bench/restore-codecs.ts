@@ -38,6 +38,8 @@ try {
   page.on('console', (m) => {
     if (m.text().startsWith('[restore-codecs]')) console.log(m.text());
   });
+  // tsx keeps function names with a helper the page does not have (the evaluated function is sent as text).
+  await page.addInitScript({ content: 'window.__name = (f) => f;' });
   await page.goto(`${server.url}/bench/lib/page.html`);
   const r = await page.evaluate(
     async ({ model, baseTokens, reps, codecs }) => {
@@ -115,7 +117,7 @@ try {
         }
         if (codec === 'fp32') {
           // The optimizer's measurement of every codec on this state (it runs the model: once, on the fp32 state).
-          const rep = await sc.chooseCodec({ stateKey: made.stateKey, constraints: { maxLogitError: 0 } });
+          const rep = await sc.chooseCodec({ stateKey: made.stateKey, constraints: { maxLogitError: 0, greedyTokens: 16 } });
           quality = Object.fromEntries(
             rep.rows
               .filter((row) => row.metrics)

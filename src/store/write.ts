@@ -337,7 +337,6 @@ async function writeOnce(
   const fault = core.fault;
   core.fault = null;
   const counter = { n: 0 };
-  const limited = tight || core.budgetBytes !== null || room !== Infinity;
   const pendingUse = new Map(core.usePending);
   let evicted: string[] = [];
   let moved: Manifest[] = [];
@@ -394,7 +393,11 @@ async function writeOnce(
           if (rec && !existing[i]) extra += rec.data.byteLength;
         });
         onNeed(extra);
-        if (limited) {
+        // Without a budget, a write that fits in the origin's room (the quota
+        // less what the origin uses, from estimate()) evicts nothing: the plan
+        // below would find no victim, so its scan of every manifest (a cost
+        // that grows with the store, on every write) is skipped.
+        if (tight || core.budgetBytes !== null || extra > room) {
           const [ms, used] = await Promise.all([allManifests(s), readUse(tx)]);
           for (const [k, t] of pendingUse) used.set(k, Math.max(used.get(k) ?? 0, t));
           const current = uniqueBytes(ms);
