@@ -16,7 +16,7 @@
  *   GET|HEAD /api/models/{owner}/{name}[/revision/{rev}]  repo info: sha and siblings
  *   OPTIONS  *                                          CORS preflight
  *
- * Exported: startMirror({ root, port?, host? }) → { url, close(), log, reset() }.
+ * Exported: startMirror({ root, port?, host?, bytesPerSecond? }) → { url, close(), log, reset() }.
  * Plain node:http, no dependencies.
  */
 import { createHash } from 'node:crypto';
@@ -37,6 +37,8 @@ export interface MirrorOptions {
   lfsMinBytes?: number;
   /** Called with one line per request (the CLI prints them). */
   onRequest?: (e: MirrorLogEntry) => void;
+  /** Sends file bodies at most this fast (tests of progress and cancel; a slow link). Default: as fast as it goes. */
+  bytesPerSecond?: number;
 }
 
 export interface MirrorLogEntry {
@@ -425,7 +427,18 @@ export async function startMirror(o: MirrorOptions): Promise<Mirror> {
       s.destroy();
       o.onRequest?.(entry);
     });
-    s.pipe(res);
+    const rate = o.bytesPerSecond;
+    if (!rate) {
+      s.pipe(res);
+      return;
+    }
+    // Paced: each chunk, then a pause as long as it takes to send at `rate`.
+    s.on('data', (c) => {
+      s.pause();
+      res.write(c);
+      setTimeout(() => s.resume(), (1000 * c.length) / rate);
+    });
+    s.on('end', () => res.end());
   }
 
   async function handleResolve(req: IncomingMessage, res: ServerResponse, path: string, seg: string[]): Promise<void> {

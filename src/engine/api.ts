@@ -7,6 +7,7 @@
  */
 import type { CodecConstraints, CodecPolicy } from '../store/records.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
+import type { Dtype } from '../core/model-fingerprint.ts';
 import type { Progress } from '../core/state.ts';
 import type { EvictResult, RepairReport, StorageInfo, Tier, WriteQueueStats } from '../store/store.ts';
 import type { Sampling } from './sampling.ts';
@@ -14,7 +15,7 @@ import type { CodecReport } from './codec-optimizer.ts';
 import type { ExportOptions, ImportResult } from './cartridges.ts';
 
 export type { Progress, Sampling, CodecReport, ExportOptions, ImportResult, EvictResult, RepairReport, StorageInfo, Tier, SignedReceipt, WriteQueueStats };
-export type { CodecConstraints, CodecPolicy };
+export type { CodecConstraints, CodecPolicy, Dtype };
 
 export interface CallOptions {
   /** Cancels the call; a cancelled call rejects with Aborted and writes nothing. */
@@ -40,7 +41,46 @@ export interface CreateStateRequest {
   text?: string;
   tokens?: number[];
   label?: string;
+  /**
+   * Models whose states cannot be cut by token (Mamba): keep a checkpoint
+   * state at every multiple of this many tokens passed in the prefill, so that
+   * a later text sharing part of this one resumes from the last checkpoint
+   * (default DEFAULT_CHECKPOINT_EVERY; 0: none). Ignored for KV models, whose
+   * 16-token blocks already serve any shared prefix.
+   */
+  checkpointEvery?: number;
 }
+
+/**
+ * Why a request reused what it did: where reuse stopped, and why there.
+ * `stoppedAt` is the token position the reason is about (where the text
+ * differs, the end of what was evicted or refused); `tokensReused` ≤ it.
+ */
+export interface Reuse {
+  /** The stored state reused (null: nothing, or a run of 16-token KV blocks). */
+  fromKey: string | null;
+  tier: Tier | 'recomputed';
+  tokensReused: number;
+  stoppedAt: number;
+  /** In words: why reuse stopped where it did. */
+  reason: string;
+  /** The same, as a code. */
+  cause: ReuseCause;
+}
+
+/**
+ * whole: everything was stored. differs: the text differs from every stored
+ * text at stoppedAt (or, KV, inside the next 16-token block). no-checkpoint: a
+ * stored Mamba text agrees further, but no state exists between the reused one
+ * and stoppedAt. evicted: what was stored there was evicted. other-model: the
+ * stored state belongs to another model build. damaged: a blob of the stored
+ * state was damaged; it was recomputed. mismatch: the manifest under the key
+ * names other token ids (never served).
+ */
+export type ReuseCause = 'whole' | 'differs' | 'no-checkpoint' | 'evicted' | 'other-model' | 'damaged' | 'mismatch';
+
+/** Checkpoint spacing of a Mamba prefill when a request does not say (see docs/protocol.md, "Checkpoints"). */
+export const DEFAULT_CHECKPOINT_EVERY = 256;
 
 export interface CreateStateResult {
   stateKey: string;
@@ -50,6 +90,10 @@ export interface CreateStateResult {
   reused: number;
   processed: number;
   receipt: SignedReceipt;
+  /** Where reuse stopped and why. */
+  reuse: Reuse;
+  /** Checkpoint states stored by this prefill (Mamba; their keys). */
+  checkpoints: string[];
   timings: { totalMs: number; prefillMs: number; lookupMs: number; storeMs: number };
 }
 
@@ -60,6 +104,8 @@ export interface InferRequest {
   deltaTokens?: number[];
   maxNewTokens?: number;
   sampling?: Sampling;
+  /** As in createState: checkpoints inside the delta's prefill (Mamba). */
+  checkpointEvery?: number;
 }
 
 export interface Savings {
@@ -82,6 +128,10 @@ export interface InferResult {
   receipt: SignedReceipt;
   /** Which tier the starting state came from. */
   tier: Tier | 'recomputed';
+  /** Where reuse of the state + delta stopped and why. */
+  reuse: Reuse;
+  /** Checkpoint states stored inside the delta's prefill (Mamba; their keys). */
+  checkpoints: string[];
   timings: { totalMs: number; restoreMs: number; prefillMs: number; generateMs: number; storeMs: number };
 }
 
@@ -129,6 +179,7 @@ export interface CompactResult {
   reused: number;
   processed: number;
   receipt: SignedReceipt;
+  reuse: Reuse;
   timings: { totalMs: number; prefillMs: number };
 }
 
@@ -148,6 +199,10 @@ export interface StateInfo {
   receipt: string | null;
   /** Set when a blob of the state was found missing or corrupt: it is not served, and is recomputed from its tokens on the next infer or createState. */
   damaged?: { reason: string; blocks: number };
+  /** A checkpoint kept inside a longer Mamba prefill (not asked for by name); eviction takes unreused ones first. */
+  checkpoint?: true;
+  /** How many requests reused this state. */
+  hits: number;
 }
 
 export interface UncachedRequest {
@@ -174,8 +229,11 @@ export interface StateRef {
 // ---------------------------------------------------------------- model and store
 
 export interface LoadModelRequest {
+  /** A local model (`tiny-gpt2`) or a Hub model (`hf:Xenova/gpt2`). */
   model: string;
   device?: DeviceChoice;
+  /** Hub models: which weights file (default the model's own, fp32). States of different dtypes have different keys. */
+  dtype?: Dtype;
 }
 
 /** Download progress of one model file. */
@@ -194,6 +252,8 @@ export interface ModelInfo {
   adapter: string | null;
   deviceReason: string;
   fingerprint: string;
+  /** The weights' dtype (fp32, q8, ...). */
+  dtype?: string;
   maxTokens: number;
   loadMs: number;
 }

@@ -3,6 +3,7 @@ import type { Manifest } from '../store/records.ts';
 import type { ModelState, StateModel } from '../models/types.ts';
 import {
   buildCartridge,
+  cartridgeProvenance,
   parseCartridge,
   resolveDelta,
   CARTRIDGE_FORMAT,
@@ -141,6 +142,7 @@ export async function exportCartridge(host: CartridgeHost, key: string, opts: Ex
     codec,
     ...(opts.codecParams ? { codecParams: opts.codecParams } : {}),
     receipts,
+    ...(m.provenance ? { provenance: m.provenance } : {}),
     ...(parent ? { parent } : {}),
   });
   const blob = new Blob(built.parts as BlobPart[], { type: 'application/octet-stream' });
@@ -229,6 +231,7 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
   const chain = await KeyChain.create(model.fingerprint, parsed.tokens);
   const parentManifest = parsed.parent ? ((await host.store.getManifest(parsed.parent.stateKey)) ?? null) : null;
   // The receipt names the stored blobs' digests; it is written in the state's own transaction.
+  const provenance = cartridgeProvenance(parsed.metadata);
   const res = await host.store.putState({
     state,
     chain,
@@ -236,6 +239,7 @@ export async function importCartridge(host: CartridgeHost, source: CartridgeSour
     modelFp: model.fingerprint,
     arch: model.arch,
     parent: parentManifest,
+    ...(provenance ? { provenance } : {}),
     receipt: (digest) =>
       signReceipt({
         op: 'import',

@@ -1,12 +1,13 @@
-import type { ModelState, RunOptions, StateModel } from '../models/types.ts';
+import type { ModelRun, ModelState, RunOptions, StateModel } from '../models/types.ts';
 import type { PutRequest, PutResult, StateStore } from '../store/store.ts';
 import type { Manifest } from '../store/records.ts';
 import { KeyChain } from '../core/key-chain.ts';
-import { ContextOverflow, InvalidInput, ModelMismatch, StateNotFound, throwIfAborted } from '../core/errors.ts';
+import { ContextOverflow, CorruptBlob, InvalidInput, ModelMismatch, QuotaExceeded, StateNotFound, throwIfAborted } from '../core/errors.ts';
 import { blobDigest, signReceipt, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 import { truncateState } from '../core/state.ts';
 import { makeSampler, validateSampling } from './sampling.ts';
-import { findPrefix, type Found } from './lookup.ts';
+import { findPrefix, refusal, type Found, type Passed } from './lookup.ts';
+import { explainReuse } from './explain.ts';
 import type {
   CompactKeep,
   CompactRequest,
@@ -19,8 +20,10 @@ import type {
   UncachedResult,
   MergeRequest,
   MergeResult,
+  Reuse,
   StateInfo,
 } from './api.ts';
+import { DEFAULT_CHECKPOINT_EVERY } from './api.ts';
 
 const now = () => performance.now();
 
@@ -31,10 +34,16 @@ const now = () => performance.now();
  * handed to the store), so each token is hashed once per call.
  */
 export class Engine {
+  /** Checkpoint spacing of Mamba prefills when a request does not say (0: none). */
+  checkpointEvery: number;
+
   constructor(
     readonly store: StateStore,
     private getModel: (id?: string) => Promise<StateModel>,
-  ) {}
+    opts: { checkpointEvery?: number } = {},
+  ) {
+    this.checkpointEvery = checkpointSpacing(opts.checkpointEvery, DEFAULT_CHECKPOINT_EVERY, 'Engine');
+  }
 
   private async tokensOf(model: StateModel, text: string | undefined, tokens: number[] | undefined, what: string): Promise<number[]> {
     if (tokens) {
@@ -68,29 +77,80 @@ export class Engine {
    * Computes and stores the state of `tokens`, reusing the longest stored
    * prefix. Nothing is written when the signal fires before the store write.
    */
-  private async build(model: StateModel, tokens: number[], ro: WriteOptions, op: 'create' | 'compact', label?: string, input?: Manifest): Promise<Built> {
+  private async build(
+    model: StateModel,
+    tokens: number[],
+    ro: WriteOptions,
+    op: 'create' | 'compact',
+    label?: string,
+    input?: Manifest,
+    every = this.checkpointEvery,
+  ): Promise<Built> {
     const chain = await KeyChain.create(model.fingerprint, tokens);
+    const n = tokens.length;
     // Every prefix key, shortest first: the lookup below needs them all, and
     // asked in this order each token is hashed once.
-    const key = chain.keysFrom(1)[tokens.length - 1]!;
+    const key = chain.keysFrom(1)[n - 1]!;
     const tl = now();
-    const existing = (await this.store.lookup(key))?.manifest;
-    // A damaged state is built again (which stores it whole and clears the mark).
-    if (existing && existing.modelFp === model.fingerprint && !existing.damaged) {
-      return { key, manifest: existing, reused: tokens.length, processed: 0, existed: true, lookupMs: now() - tl, prefillMs: 0, storeMs: 0, receipt: null };
+    const found = await this.store.lookup(key);
+    const existing = found?.manifest;
+    // A stored state is served only when its manifest names exactly these tokens, for this model, undamaged.
+    const refused = existing ? refusal(existing, model, tokens, n) : null;
+    if (existing && !refused) {
+      this.store.noteHit(key);
+      const reuse: Reuse = {
+        fromKey: key,
+        tier: found.hot ? 'hot' : 'stored',
+        tokensReused: n,
+        stoppedAt: n,
+        cause: 'whole',
+        reason: `all ${n} tokens were already stored (state ${shortKey(key)}, ${found.hot ? 'hot' : 'stored'} tier)`,
+      };
+      return {
+        key,
+        manifest: existing,
+        reused: n,
+        processed: 0,
+        existed: true,
+        lookupMs: now() - tl,
+        prefillMs: 0,
+        storeMs: 0,
+        receipt: null,
+        reuse,
+        checkpoints: [],
+      };
     }
-    // (the whole text was just looked up: absent, or damaged)
-    const prefix = await this.findPrefix(model, chain, 1, undefined, tokens.length - 1);
+    // (the whole text was just looked up: absent, or refused)
+    const prefix = await this.findPrefix(model, chain, 1, undefined, n - 1);
+    const passed = refused ? [refused, ...prefix.passed] : prefix.passed;
+    if (prefix.manifest) this.store.noteHit(prefix.manifest.key);
     const lookupMs = now() - tl;
     throwIfAborted(ro.signal);
     const tp = now();
-    const rest = tokens.slice(prefix.reused);
+    // States to take on the way: checkpoints, and refused states this prefill passes through (to heal them).
+    const plan = takePlan(model, prefix.reused, n, every, passed, false);
+    // Explained against the store as the lookup saw it, before this request writes.
+    const reuse = await explainReuse({
+      store: this.store,
+      model,
+      chain,
+      target: n,
+      reused: prefix.reused,
+      fromKey: prefix.manifest?.key ?? null,
+      tier: prefix.reused > 0 ? (prefix.tier ?? 'stored') : 'recomputed',
+      passed,
+      checkpointEvery: model.sliceable ? 0 : every,
+      healed: new Set([...[...plan.heal.values()].map((p) => p.key), ...(existing ? [key] : [])]),
+    });
+    throwIfAborted(ro.signal);
     const run = model.open(prefix.state);
     let state: ModelState;
+    let taken: Map<number, ModelState>;
     try {
-      const logits = await run.feed(rest, progressOffset(ro, prefix.reused, tokens.length));
+      const r = await feedTaking(model, run, tokens, prefix.reused, n, plan.stops, ro);
+      taken = r.taken;
       state = await run.state();
-      if (model.keepsLastLogits) state.logits = logits;
+      if (model.keepsLastLogits) state.logits = r.logits;
     } finally {
       run.close();
     }
@@ -99,23 +159,26 @@ export class Engine {
     const ts = now();
     const inputs = input ? [input.key] : prefix.manifest ? [prefix.manifest.key] : [];
     const prev = (input ? input.receipt : prefix.manifest?.receipt) ?? null;
-    const processed = rest.length;
+    const processed = n - prefix.reused;
     const res = await this.save(
       {
         state,
         chain,
         modelId: model.id,
         modelFp: model.fingerprint,
+        provenance: model.provenance,
         arch: model.arch,
         parent: prefix.manifest ?? null,
+        // (its first tokens are that manifest's numbers as read: lossy blocks can be taken by reference too)
         restoredFromParent: Boolean(prefix.manifest),
-        label: label ?? existing?.label,
+        label: label ?? (refused?.kind === 'damaged' ? existing?.label : undefined),
         receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
-        // (a damaged state is written again whole)
+        // (a refused state under this key is written over)
         replace: Boolean(existing),
       },
       ro,
     );
+    const extra = await this.saveTaken(model, chain, state, taken, plan, prefix.reused, prefix.manifest ?? null, inputs, prev, ro);
     return {
       key,
       manifest: res.manifest,
@@ -126,7 +189,79 @@ export class Engine {
       prefillMs,
       storeMs: now() - ts,
       receipt: res.receipt,
+      reuse,
+      checkpoints: extra.checkpoints,
     };
+  }
+
+  /**
+   * Stores what a prefill took on its way, after the state it was asked for:
+   * checkpoints (best effort: one that does not fit is left out) and the
+   * states of refused manifests it passed through (written over them). Their
+   * writes go behind the call too, queued after the state's own, and a
+   * durable call waits for them as well.
+   */
+  private async saveTaken(
+    model: StateModel,
+    chain: KeyChain,
+    final: ModelState,
+    taken: Map<number, ModelState>,
+    plan: TakePlan,
+    reused: number,
+    parent: Manifest | null,
+    inputs: string[],
+    prev: string | null,
+    ro: WriteOptions,
+    op: 'create' | 'compact' | 'infer' = 'create',
+  ): Promise<{ checkpoints: string[]; healed: string[] }> {
+    const checkpoints: string[] = [];
+    const healed: string[] = [];
+    let last = parent;
+    for (const at of plan.all) {
+      const st = taken.get(at) ?? (model.sliceable ? truncateState(final, at) : undefined);
+      if (!st) continue;
+      const c = chain.prefix(at);
+      const k = c.key();
+      const heal = plan.heal.get(at);
+      const checkpoint = plan.checkpoints.has(at);
+      // A damaged state is the same state once recomputed: it keeps its receipt, label and parent, so chains through it stay valid.
+      const was = heal?.kind === 'damaged' ? heal.manifest : null;
+      const wasParent = was?.parent ? ((await this.store.getManifest(was.parent)) ?? null) : null;
+      try {
+        const r = await this.save(
+          {
+            state: st,
+            chain: c,
+            modelId: model.id,
+            modelFp: model.fingerprint,
+            provenance: model.provenance,
+            arch: model.arch,
+            parent: was ? wasParent : last,
+            ...(was?.label ? { label: was.label } : {}),
+            ...(was
+              ? { keepReceipt: { hash: was.receipt, ...(was.receiptJson ? { json: was.receiptJson } : {}) } }
+              : {
+                  receipt: (digest: string) =>
+                    this.makeReceipt(op === 'compact' ? 'create' : op, model, inputs, at - reused, k, digest, at - reused, reused, prev),
+                }),
+            ...(checkpoint || was?.checkpoint ? { checkpoint: true } : {}),
+            // A checkpoint whose queued write finds the store full is dropped, not reported (as below).
+            ...(heal ? {} : { bestEffort: true }),
+            replace: Boolean(heal),
+          },
+          ro,
+        );
+        if (checkpoint) {
+          checkpoints.push(k);
+          last = r.manifest;
+        }
+        if (heal) healed.push(heal.key);
+      } catch (e) {
+        // A checkpoint is an optimisation: a full store does not fail the request.
+        if (!(e instanceof QuotaExceeded) || heal) throw e;
+      }
+    }
+    return { checkpoints, healed };
   }
 
   async createState(req: CreateStateRequest, ro: WriteOptions = {}): Promise<CreateStateResult> {
@@ -135,7 +270,8 @@ export class Engine {
     const tokens = await this.tokensOf(model, req.text, req.tokens, 'createState');
     if (tokens.length === 0) throw new InvalidInput('createState: the text has no tokens; a state holds at least one token.');
     if (tokens.length > model.maxTokens) throw new ContextOverflow({ modelId: model.id, limit: model.maxTokens, wanted: tokens.length, op: 'createState' });
-    const b = await this.build(model, tokens, ro, 'create', req.label);
+    const every = checkpointSpacing(req.checkpointEvery, this.checkpointEvery, 'createState');
+    const b = await this.build(model, tokens, ro, 'create', req.label, undefined, every);
     // A hit makes nothing: its receipt says so (nothing processed, the state
     // itself as input) and chains to the receipt that made the state.
     const receipt =
@@ -147,6 +283,8 @@ export class Engine {
       reused: b.reused,
       processed: b.processed,
       receipt,
+      reuse: b.reuse,
+      checkpoints: b.checkpoints,
       timings: { totalMs: now() - t0, prefillMs: b.prefillMs, lookupMs: b.lookupMs, storeMs: b.storeMs },
     };
   }
@@ -175,48 +313,56 @@ export class Engine {
         op: 'infer',
       });
     }
+    const every = checkpointSpacing(req.checkpointEvery, this.checkpointEvery, 'infer');
     const chain = await KeyChain.create(model.fingerprint, [...base.tokens, ...delta]);
-    const full = chain.tokens;
+    // (a copy: the chain grows with the output below)
+    const full = [...chain.tokens];
+    // A verified hit: the manifest's token ids must be the ones its key names.
+    // If not (edited, or damaged), there is no telling which tokens the key
+    // stands for, so nothing can be recomputed: it is removed, never served.
+    const named = n0 > 0 ? chain.keyAt(n0) : null;
+    if (named !== base.key) {
+      await this.store.delete(base.key);
+      throw new CorruptBlob({
+        problem: `the manifest stored under ${base.key} names ${n0} token ids whose key is ${named ?? '(none: no tokens)'}, not ${base.key}: it is not the state of that key (an edited or damaged manifest). It was removed without being served; create the state again with createState.`,
+      });
+    }
     // Restore: the longest stored prefix of state + delta (at least the state itself, when it is intact).
-    const found = base.damaged ? { reused: 0 as number } : await this.findPrefix(model, chain, n0, base);
+    const found = await this.findPrefix(model, chain, n0, base);
+    if (found.manifest) this.store.noteHit(found.manifest.key);
     let tier: InferResult['tier'] = found.reused > 0 ? (found.tier ?? 'stored') : 'recomputed';
     const restoreMs = now() - tr;
     throwIfAborted(ro.signal);
     const tp = now();
     let reused = found.reused;
     let processed = 0;
+    // (the state itself, when it could not be restored, is recomputed from its tokens and stored again below, which heals it)
+    const plan = takePlan(model, reused, full.length, every, found.passed, maxNew > 0);
+    // Explained against the store as the lookup saw it, before this request writes.
+    const refusedEnd = maxNew === 0 && found.passed.some((p) => p.at === full.length);
+    const reuse = await explainReuse({
+      store: this.store,
+      model,
+      chain,
+      target: full.length,
+      reused: found.reused,
+      fromKey: found.reused > 0 ? (found.manifest?.key ?? null) : null,
+      tier: found.reused > 0 ? (found.tier ?? 'stored') : 'recomputed',
+      passed: found.passed,
+      checkpointEvery: model.sliceable ? 0 : every,
+      healed: new Set([...plan.heal.values(), ...found.passed.filter((p) => refusedEnd && p.at === full.length)].map((p) => p.key)),
+    });
+    throwIfAborted(ro.signal);
+    let taken = new Map<number, ModelState>();
     let run = model.open(found.state);
     try {
       let logits: Float32Array | undefined;
-      if (reused < n0) {
-        // The state itself could not be restored (a damaged or missing blob): it
-        // is recomputed from its tokens and stored again, which heals it.
-        tier = 'recomputed';
-        logits = await run.feed(base.tokens.slice(reused), progressOffset(ro, reused, full.length));
-        processed += n0 - reused;
-        throwIfAborted(ro.signal);
-        const healed = await run.state();
-        if (model.keepsLastLogits) healed.logits = logits;
-        await this.save(
-          {
-            state: healed,
-            chain: chain.prefix(n0),
-            modelId: model.id,
-            modelFp: model.fingerprint,
-            arch: model.arch,
-            parent: null,
-            label: base.label,
-            keepReceipt: { hash: base.receipt, ...(base.receiptJson ? { json: base.receiptJson } : {}) },
-            replace: true,
-          },
-          ro,
-        );
-      }
-      const pos = reused + processed;
-      if (pos < full.length) {
-        logits = await run.feed(full.slice(pos), progressOffset(ro, pos, full.length));
-        processed += full.length - pos;
-      } else if (!logits) {
+      if (reused < full.length) {
+        const r = await feedTaking(model, run, full, reused, full.length, plan.stops, ro);
+        logits = r.logits;
+        taken = r.taken;
+        processed += full.length - reused;
+      } else {
         // Everything is cached, but generation needs the last position's logits.
         const kept = found.state?.logits;
         if (kept && kept.length === model.vocabSize) logits = kept;
@@ -271,19 +417,36 @@ export class Engine {
           chain,
           modelId: model.id,
           modelFp: model.fingerprint,
+          provenance: model.provenance,
           arch: model.arch,
           parent: found.manifest && found.reused >= n0 ? found.manifest : base,
           // (its first tokens are that manifest's numbers as read: lossy blocks can be taken by reference too)
           restoredFromParent: Boolean(found.manifest && found.reused >= n0),
           receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
+          // (a refused state under this key is written over)
+          ...(refusedEnd ? { replace: true } : {}),
         },
         ro,
+      );
+      const extra = await this.saveTaken(
+        model,
+        chain,
+        state,
+        taken,
+        plan,
+        found.reused,
+        found.reused >= n0 ? (found.manifest ?? base) : base,
+        [req.stateKey],
+        prev,
+        ro,
+        'infer',
       );
       // Already stored (the same tokens came out before): this call's receipt is made, not stored.
       const receipt =
         res.receipt ?? (await this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, await stateDigest(res.manifest), processed, reused, prev));
       const storeMs = now() - ts;
-      const naive = full.length + maxNew;
+      // (not full.length: `full` is the chain's own list, which the output was appended to)
+      const naive = n0 + delta.length + maxNew;
       return {
         newStateKey: newKey,
         // (transformers.js refuses to decode an empty list)
@@ -293,6 +456,8 @@ export class Engine {
         savings: { tokensReused: reused, tokensProcessed: processed, naiveTokens: naive, fraction: naive ? 1 - processed / naive : 0 },
         receipt,
         tier,
+        reuse: { ...reuse, tokensReused: reused },
+        checkpoints: extra.checkpoints,
         timings: { totalMs: now() - t0, restoreMs, prefillMs, generateMs, storeMs },
       };
     } finally {
@@ -378,14 +543,15 @@ export class Engine {
         chain,
         modelId: model.id,
         modelFp: model.fingerprint,
+        provenance: model.provenance,
         arch: model.arch,
         parent: null,
         label: last.label,
         pinned: last.pinned,
         receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
         replace: true,
-        // The intermediates are deleted only once the merged state has landed.
       },
+      // The intermediates are deleted only once the merged state has landed.
       { ...ro, durable: true },
     );
     const receipt = res.receipt!;
@@ -436,6 +602,7 @@ export class Engine {
       reused: b.reused,
       processed: b.processed,
       receipt,
+      reuse: b.reuse,
       timings: { totalMs: now() - t0, prefillMs: b.prefillMs },
     };
   }
@@ -458,7 +625,8 @@ export class Engine {
   async getState(key: string): Promise<StateInfo> {
     const m = await this.store.getManifest(key);
     if (!m) throw new StateNotFound(key);
-    return this.info(m);
+    const [hits] = await this.store.hits([key]);
+    return this.info({ ...m, hits });
   }
 
   async listStates(): Promise<StateInfo[]> {
@@ -495,6 +663,8 @@ export class Engine {
       receipt: m.receipt,
       ...(m.label ? { label: m.label } : {}),
       ...(m.damaged ? { damaged: { reason: m.damaged.reason, blocks: m.damaged.blocks.length } } : {}),
+      ...(m.checkpoint ? { checkpoint: true as const } : {}),
+      hits: m.hits ?? 0,
     };
   }
 
@@ -538,6 +708,8 @@ interface Built {
   storeMs: number;
   /** The receipt written with the state (null when nothing was written). */
   receipt: SignedReceipt | null;
+  reuse: Reuse;
+  checkpoints: string[];
 }
 
 /**
@@ -582,4 +754,62 @@ function progressOffset(ro: RunOptions, offset: number, total: number): RunOptio
     ...ro,
     onProgress: ro.onProgress ? (p) => ro.onProgress!({ done: offset + p.done, total }) : undefined,
   };
+}
+
+function checkpointSpacing(v: unknown, fallback: number, what: string): number {
+  if (v === undefined) return fallback;
+  if (!Number.isInteger(v) || (v as number) < 0) throw new InvalidInput(`${what}: checkpointEvery is a whole number of tokens ≥ 0 (0: no checkpoints)`);
+  return v as number;
+}
+
+const shortKey = (k: string): string => k.replace(/^sha256:/, '').slice(0, 12);
+
+/** What a prefill from `from` to `to` keeps on its way, besides the state at `to`. */
+interface TakePlan {
+  /** Positions whose states are stored after the request's own, ascending. */
+  all: number[];
+  /** Positions the run must stop at to read the state (a fixed-size state cannot be cut from the final one). */
+  stops: number[];
+  /** Checkpoint positions: every multiple of K passed (models that are not sliceable). */
+  checkpoints: Set<number>;
+  /** Refused stored states this prefill passes through: stored again from the request's tokens. */
+  heal: Map<number, Passed>;
+}
+
+function takePlan(model: StateModel, from: number, to: number, every: number, passed: Passed[], includeEnd: boolean): TakePlan {
+  const checkpoints = new Set<number>();
+  // A KV model's 16-token blocks already serve any shared prefix: no checkpoints.
+  if (!model.sliceable && every > 0) for (let at = (Math.floor(from / every) + 1) * every; at < to; at += every) checkpoints.add(at);
+  const heal = new Map<number, Passed>();
+  for (const p of passed) if (p.at > from && (p.at < to || (includeEnd && p.at === to))) heal.set(p.at, p);
+  const all = [...new Set([...checkpoints, ...heal.keys()])].sort((a, b) => a - b);
+  return { all, stops: model.sliceable ? [] : all, checkpoints, heal };
+}
+
+/**
+ * Runs tokens [from, to) on `run`, stopping at each of `stops` (positions in
+ * (from, to]) to read the state there. Reads progress over the whole text.
+ */
+async function feedTaking(
+  model: StateModel,
+  run: ModelRun,
+  tokens: readonly number[],
+  from: number,
+  to: number,
+  stops: number[],
+  ro: RunOptions,
+): Promise<{ logits: Float32Array; taken: Map<number, ModelState> }> {
+  const taken = new Map<number, ModelState>();
+  let pos = from;
+  let logits: Float32Array | undefined;
+  for (const at of [...stops.filter((x) => x > from && x < to), to]) {
+    logits = await run.feed(tokens.slice(pos, at), progressOffset(ro, pos, tokens.length));
+    pos = at;
+    if (stops.includes(at)) {
+      const st = await run.state();
+      if (model.keepsLastLogits) st.logits = logits;
+      taken.set(at, st);
+    }
+  }
+  return { logits: logits!, taken };
 }

@@ -47,7 +47,13 @@ export class LocalStatecart implements Statecart {
   async loadModel(req: LoadModelRequest, opts: { signal?: AbortSignal; onProgress?: (p: FileProgress) => void } = {}): Promise<ModelInfo> {
     if (!req || typeof req.model !== 'string' || !req.model) throw new InvalidInput('loadModel: give { model: id }');
     const cur = this.current;
-    if (cur && cur.model.id === req.model && (!req.device || req.device === 'auto' || req.device === cur.model.device)) return cur.info;
+    if (
+      cur &&
+      cur.model.id === req.model &&
+      (!req.device || req.device === 'auto' || req.device === cur.model.device) &&
+      (!req.dtype || req.dtype === cur.model.identity.dtype)
+    )
+      return cur.info;
     const t0 = performance.now();
     const p = this.host.load(req, opts.onProgress, opts.signal);
     this.loading = p;
@@ -62,6 +68,7 @@ export class LocalStatecart implements Statecart {
         adapter: model.adapter,
         deviceReason: model.deviceReason,
         fingerprint: model.fingerprint,
+        dtype: model.identity.dtype,
         maxTokens: model.maxTokens,
         loadMs: performance.now() - t0,
       };

@@ -1,3 +1,4 @@
+import type { Provenance } from '../core/model-fingerprint.ts';
 import { InvalidCartridge, InvalidInput, MissingParent, ModelMismatch, StatecartError } from '../core/errors.ts';
 import { digestOf } from '../core/sha256.ts';
 import { stateKey } from '../core/key-chain.ts';
@@ -34,6 +35,8 @@ export interface BuildInput {
   /** kivi4: `residual` (default 16 for a sliceable state, 0 for a fixed-size one); `kind` follows the tensor name. */
   codecParams?: CodecParams;
   receipts?: unknown[];
+  /** What computed the state (device, runtimes, dtype): written as metadata "provenance", informative only. */
+  provenance?: Provenance;
   /**
    * Makes a delta cartridge. A sliceable state (KV): only the tokens after the
    * parent's are stored (pass the whole child state, or tensors already cut to
@@ -201,6 +204,7 @@ export async function buildCartridge(input: BuildInput): Promise<BuiltCartridge>
     receipts: JSON.stringify(input.receipts ?? []),
   };
   if (Object.keys(shapes).length > 0) metadata.shapes = JSON.stringify(shapes);
+  if (input.provenance) metadata.provenance = JSON.stringify(input.provenance);
   if (parent) {
     metadata.parent_state_key = parent.stateKey;
     metadata.parent_tokens = String(parentTokens);
@@ -491,4 +495,30 @@ export function resolveDelta(parsed: ParsedCartridge, parent: ModelState): Model
     tensors.push(concatTokens([{ ...pt, tokenAxis: suffix.tokenAxis }, suffix]));
   }
   return { tokens: [...parsed.tokens], tensors };
+}
+
+/**
+ * The "provenance" metadata of a cartridge (what computed its state), or
+ * undefined when absent or not of the documented shape: it is informative, so
+ * a malformed one is dropped, never an error.
+ */
+export function cartridgeProvenance(metadata: Record<string, string>): Provenance | undefined {
+  const raw = metadata.provenance;
+  if (raw === undefined) return undefined;
+  try {
+    const p = JSON.parse(raw) as Record<string, unknown>;
+    const runtimes = p.runtimes as Record<string, unknown> | undefined;
+    if (
+      typeof p.device !== 'string' ||
+      (p.adapter !== null && typeof p.adapter !== 'string') ||
+      (p.dtype !== 'fp32' && p.dtype !== 'fp16' && p.dtype !== 'q8') ||
+      typeof runtimes !== 'object' ||
+      runtimes === null ||
+      !Object.values(runtimes).every((v) => typeof v === 'string')
+    )
+      return undefined;
+    return { device: p.device, adapter: p.adapter as string | null, dtype: p.dtype, runtimes: runtimes as Record<string, string> };
+  } catch {
+    return undefined;
+  }
 }

@@ -4,11 +4,15 @@
  * what only a page has: store-change events and the worker's life.
  *
  *   const sc = await createStatecart({ model: 'tiny-gpt2' });
+ *   // or a Hub model: { model: 'hf:Xenova/gpt2', dtype: 'q8', hubUrl: 'http://127.0.0.1:8080/' (a mirror; default the Hub) }
  *   const { stateKey } = await sc.createState({ text: systemPrompt });
  *   const { output, newStateKey } = await sc.infer({ stateKey, delta: question, maxNewTokens: 32 });
  */
 import { Aborted } from '../core/errors.ts';
-import { STATECART_METHODS, type CallOptions, type DeviceChoice, type Statecart } from '../engine/api.ts';
+import { STATECART_METHODS, type CallOptions, type DeviceChoice, type Dtype, type LoadModelRequest, type Statecart } from '../engine/api.ts';
+import { FILES_CACHE, FILES_META_CACHE, ModelFileCache } from '../models/hub-files.ts';
+import { downloadInfo, type DownloadInfo } from '../models/hub-load.ts';
+import { DEFAULT_HUB_URL } from '../models/registry.ts';
 import { listenStore, type StoreEvent } from '../store/broadcast.ts';
 import { requestPersistence as askPersistence } from '../store/quota.ts';
 import type { InitOptions } from '../worker/host.ts';
@@ -20,11 +24,34 @@ export * from '../core/errors.ts';
 export { verifyReceipts, type Receipt, type SignedReceipt } from '../core/receipts.ts';
 export type * from '../engine/api.ts';
 export type { StoreEvent };
-export { MODELS, type ModelEntry } from '../models/registry.ts';
+export { MODELS, DEFAULT_HUB_URL, hubDtypes, pendingDtype, resolveModelId, type ModelEntry } from '../models/registry.ts';
+export type { DownloadInfo };
+
+/**
+ * What loading a model would download, asked before the download: each
+ * file's size (HEAD requests to the Hub or mirror for the files not kept yet;
+ * none for those kept), and whether everything is kept already.
+ */
+export async function modelDownloadInfo(model: string, o: { dtype?: Dtype; hubUrl?: string | URL; signal?: AbortSignal } = {}): Promise<DownloadInfo> {
+  const here = typeof document !== 'undefined' ? document.baseURI : self.location.href;
+  const hubUrl = o.hubUrl !== undefined ? new URL(o.hubUrl, here).href : DEFAULT_HUB_URL;
+  return downloadInfo(model, { hubUrl, files: await ModelFileCache.open(), ...(o.dtype ? { dtype: o.dtype } : {}), ...(o.signal ? { signal: o.signal } : {}) });
+}
+
+/** Deletes every downloaded (and converted) model file of this origin; the next load downloads them again. */
+export async function clearModelFiles(): Promise<void> {
+  if (typeof caches === 'undefined') return;
+  await caches.delete(FILES_CACHE);
+  await caches.delete(FILES_META_CACHE);
+}
 
 export interface StatecartOptions {
-  /** Model to load at start (default: none; call loadModel). */
+  /** Model to load at start (default: none; call loadModel): a local one (`tiny-gpt2`) or a Hub one (`hf:Xenova/gpt2`). */
   model?: string;
+  /** Hub models: the weights' dtype (`fp32`, `q8`; default the model's own). */
+  dtype?: Dtype;
+  /** The Hugging Face Hub, or a Hub-shaped mirror (docs/hub-mirror.md), for `hf:` models. Default https://huggingface.co/. */
+  hubUrl?: string | URL;
   device?: DeviceChoice;
   /** URL of the local models folder (default: `models/` next to the page). */
   modelsBase?: string | URL;
@@ -75,9 +102,14 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...(o.dbName ? { dbName: o.dbName } : {}),
     ...(o.hotBytes ? { hotBytes: o.hotBytes } : {}),
     ...(o.budgetBytes !== undefined ? { budgetBytes: o.budgetBytes } : {}),
+    ...(o.hubUrl !== undefined ? { hubUrl: new URL(o.hubUrl, here).href } : {}),
   };
-  // The model last asked for, so that a replacement worker loads it again.
-  let lastModel: { model: string; device?: DeviceChoice } | null = null;
+  // The model last asked for, so that a replacement worker loads it again. The
+  // one named here loads the same way, in the worker's setup: compiling a model
+  // can keep a worker busy for seconds, and the heartbeat starts after setup.
+  let lastModel: LoadModelRequest | null = o.model
+    ? { model: o.model, ...(o.device ? { device: o.device } : {}), ...(o.dtype ? { dtype: o.dtype } : {}) }
+    : null;
   const sup: WorkerSupervisor = new WorkerSupervisor(
     // (written out in full: bundlers find the worker by this exact expression)
     (): Worker =>
@@ -103,7 +135,7 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
     ...methods,
     loadModel: async (req, lo) => {
       const info = await methods.loadModel(req, lo);
-      lastModel = { model: req.model, ...(req.device ? { device: req.device } : {}) };
+      lastModel = { model: req.model, ...(req.device ? { device: req.device } : {}), ...(req.dtype ? { dtype: req.dtype } : {}) };
       return info;
     },
     // A URL is resolved against the page, not the worker.
@@ -131,6 +163,5 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   };
   // The testing entry (src/lib/testing.ts) reaches the worker's debug hooks through this; the client's type does not show it.
   Object.defineProperty(client, DEBUG, { value: sup, enumerable: false });
-  if (o.model) await client.loadModel({ model: o.model, ...(o.device ? { device: o.device } : {}) });
   return client;
 }

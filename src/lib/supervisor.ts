@@ -30,6 +30,8 @@ export class WorkerSupervisor {
   private pingSince = 0;
   private ready: Promise<void> = Promise.resolve();
   private closed = false;
+  /** A replacement worker is being set up (loading its model): it is not pinged until it is ready. */
+  private starting = false;
 
   constructor(
     private make: () => Worker,
@@ -66,7 +68,8 @@ export class WorkerSupervisor {
     const hang = this.opts.hangMs ?? 120_000;
     this.pingSince = 0;
     this.timer = setInterval(() => {
-      if (this.closed) return;
+      // (a worker compiling its model can be busy for seconds: not a hang)
+      if (this.closed || this.starting) return;
       if (this.pingSince) {
         if (Date.now() - this.pingSince > hang) this.crash(`the worker did not answer for ${Math.round(hang / 1000)} s`);
         return;
@@ -117,8 +120,17 @@ export class WorkerSupervisor {
     }
     this.restarts++;
     this.spawn();
-    this.ready = this.setup(this.remote, this).then(() => this.opts.onRestart?.(reason, this.restarts));
-    this.ready.catch(() => undefined);
+    this.starting = true;
+    const ready = this.setup(this.remote, this).then(() => this.opts.onRestart?.(reason, this.restarts));
+    this.ready = ready;
+    ready.then(
+      () => {
+        if (this.ready === ready) this.starting = false;
+      },
+      () => {
+        if (this.ready === ready) this.starting = false;
+      },
+    );
   }
 
   close(): void {

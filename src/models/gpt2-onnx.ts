@@ -9,6 +9,12 @@
  *            num_logits_to_keep int64 []  (0: every position; k: the last k — a prefill needs only the last)
  *   outputs  logits           float32 [batch_size, logits_length, vocab_size]
  *            present.N.key / .value          float32 [batch_size, n_head, total_sequence_length, head_dim]
+ *            new_key.N / new_value.N         float32 [batch_size, n_head, sequence_length, head_dim]
+ *              (unless `newRows: false`) only this call's rows of present.N: a run that keeps
+ *              the cache itself fetches these and not present.* (src/models/gpt2-run.ts), so
+ *              the runtime copies out O(new tokens) per call instead of the whole cache.
+ *              They are the very tensors the Concat appends, so they equal present's last
+ *              rows bit for bit. Exports that lack them (the Hub's) still run, on present.*.
  *
  * Query i sits at absolute position past + i and sees keys 0..past+i whose
  * attention_mask is 1 (causal mask from Range + LessOrEqual + Where).
@@ -20,7 +26,13 @@ import { MASKED_SCORE, type GPT2Weights } from './gpt2-reference.ts';
 export const GPT2_OPSET = 20;
 export const GPT2_IR_VERSION = 9;
 
-export function buildGpt2Graph(w: GPT2Weights): GraphBuilder {
+export interface Gpt2GraphOptions {
+  /** Also output new_key.N / new_value.N (default true); false gives the Hub exports' outputs. */
+  newRows?: boolean;
+}
+
+export function buildGpt2Graph(w: GPT2Weights, o: Gpt2GraphOptions = {}): GraphBuilder {
+  const newRows = o.newRows ?? true;
   const c = w.config;
   const E = c.n_embd;
   const H = c.n_head;
@@ -64,15 +76,17 @@ export function buildGpt2Graph(w: GPT2Weights): GraphBuilder {
   const headShape = g.ints([0, 0, H, D]);
   const mergeShape = g.ints([0, 0, E]);
 
-  const toHeads = (t: string) => g.transpose(g.reshape(t, headShape), [0, 2, 1, 3]); // [B, H, S, D]
+  const toHeads = (t: string, name?: string) => g.op1('Transpose', [g.reshape(t, headShape)], { perm: [0, 2, 1, 3] }, name); // [B, H, S, D]
 
   for (let l = 0; l < c.n_layer; l++) {
     const h = `h.${l}`;
     const a = g.layerNorm(x, W(`${h}.ln_1.weight`), W(`${h}.ln_1.bias`), c.layer_norm_epsilon);
     const qkv = g.linear(a, W(`${h}.attn.c_attn.weight`), W(`${h}.attn.c_attn.bias`));
     const [q, k, v] = g.split(qkv, 2, [E, E, E]) as [string, string, string];
-    const kAll = g.op1('Concat', [pastK[l]!, toHeads(k)], { axis: 2 }, `present.${l}.key`);
-    const vAll = g.op1('Concat', [pastV[l]!, toHeads(v)], { axis: 2 }, `present.${l}.value`);
+    const kNew = toHeads(k, newRows ? `new_key.${l}` : undefined);
+    const vNew = toHeads(v, newRows ? `new_value.${l}` : undefined);
+    const kAll = g.op1('Concat', [pastK[l]!, kNew], { axis: 2 }, `present.${l}.key`);
+    const vAll = g.op1('Concat', [pastV[l]!, vNew], { axis: 2 }, `present.${l}.value`);
     const scores = g.mul(g.matmul(toHeads(q), g.transpose(kAll, [0, 1, 3, 2])), invSqrtD); // [B, H, S, T]
     const masked = g.op1('Where', [allowed, scores, negScore]);
     const probs = g.op1('Softmax', [masked], { axis: -1 });
@@ -97,12 +111,18 @@ export function buildGpt2Graph(w: GPT2Weights): GraphBuilder {
     vi(`present.${l}.key`, ['batch_size', H, 'total_sequence_length', D]);
     vi(`present.${l}.value`, ['batch_size', H, 'total_sequence_length', D]);
   }
+  if (newRows) {
+    for (let l = 0; l < c.n_layer; l++) {
+      vi(`new_key.${l}`, ['batch_size', H, 'sequence_length', D]);
+      vi(`new_value.${l}`, ['batch_size', H, 'sequence_length', D]);
+    }
+  }
   return g;
 }
 
 /** The model.onnx bytes for these weights (deterministic). */
-export function buildGpt2Onnx(w: GPT2Weights): Uint8Array {
-  const g = buildGpt2Graph(w);
+export function buildGpt2Onnx(w: GPT2Weights, o: Gpt2GraphOptions = {}): Uint8Array {
+  const g = buildGpt2Graph(w, o);
   return encodeModel(g, {
     opset: GPT2_OPSET,
     irVersion: GPT2_IR_VERSION,

@@ -12,7 +12,7 @@
 import { prefillByRun, type Device, type ModelRun, type ModelState, type RunOptions, type StateModel, type StateTensor, type TensorSpec } from './types.ts';
 import type { ModelIdentity } from '../core/model-fingerprint.ts';
 import type { MambaDims } from './mamba-reference.ts';
-import { modelFingerprint } from '../core/model-fingerprint.ts';
+import { graphsDigest, modelFingerprint } from '../core/model-fingerprint.ts';
 import { sha256Hex } from '../core/sha256.ts';
 import { CorruptBlob, InvalidInput, ModelMismatch, ModelNotLoaded, throwIfAborted } from '../core/errors.ts';
 
@@ -263,6 +263,9 @@ export async function createMambaModel(o: CreateMambaOptions): Promise<MambaMode
     // Only what shapes a state; chunking changes float rounding, not meaning.
     config: { n_layer: c.n_layer, d_model: c.d_model, d_inner: c.d_inner, d_state: c.d_state, d_conv: c.d_conv, dt_rank: c.dt_rank, vocab_size: c.vocab_size },
     weights_sha256: meta.weights_sha256,
+    // The graphs hold the computation, apart from the weights: a change to the
+    // graph builder must give states new keys too.
+    graphs_sha256: await graphsDigest({ prefill: prefill!, tail: tail!, step: step! }),
     tokenizer_sha256: await sha256Hex(tokenizerJson!),
     dtype: meta.dtype,
   };

@@ -1,4 +1,4 @@
-import type { ModelIdentity } from '../core/model-fingerprint.ts';
+import type { ModelIdentity, Provenance } from '../core/model-fingerprint.ts';
 import type { ModelState, RunOptions, TensorSpec } from '../core/state.ts';
 
 export type { ModelState, Progress, RunOptions, StateTensor, TensorSpec } from '../core/state.ts';
@@ -54,6 +54,8 @@ export interface StateModel {
    * cannot be cut back by one token could not recompute them otherwise.
    */
   readonly keepsLastLogits: boolean;
+  /** What computes this model's states (device, runtimes, dtype), set by the host that loaded it; recorded with each state, not in its key. */
+  provenance?: Provenance;
   tokenize(text: string): Promise<number[]>;
   decode(tokens: number[]): string;
   /** Starts a run on top of `from` (or on nothing). */

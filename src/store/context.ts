@@ -33,6 +33,8 @@ export interface StoreCore {
   readonly channel: StoreChannel;
   /** Last-use times of reads not yet written (batched into the `use` store). */
   readonly usePending: Map<string, number>;
+  /** Hits (reuses by a request) not yet added to the `use` store's counts. */
+  readonly hitsPending: Map<string, number>;
   noteUse(key: string): void;
   budgetBytes: number | null;
   /** The next write transaction's injected fault (tests only). */

@@ -1,8 +1,21 @@
 import { promisifyRequest } from 'idb-keyval';
 import { InvalidInput, StateNotFound } from '../core/errors.ts';
 import type { StoreCore } from './context.ts';
-import { lastUseOf, planEviction } from './quota.ts';
-import { allBlobKeys, allManifests, blobId, getManifest, manifestId, MANIFESTS, putManifest, stateKeyOf, type Manifest } from './records.ts';
+import { hitsOf, lastUseOf, planEviction, recordEviction } from './quota.ts';
+import {
+  allBlobKeys,
+  allManifests,
+  blobId,
+  getManifest,
+  manifestId,
+  MANIFESTS,
+  putManifest,
+  stateKeyOf,
+  useGoneKey,
+  useHitKey,
+  useKeyKind,
+  type Manifest,
+} from './records.ts';
 import { KV, USE, readUse, type Database } from './schema.ts';
 
 /**
@@ -43,12 +56,35 @@ export interface Usage {
   pinned: number;
 }
 
-/** Every manifest, with lastUsed as last recorded by any page (and by this one's unflushed reads). */
+/** Every manifest, with lastUsed and hits as last recorded by any page (and by this one's unflushed reads). */
 export async function list(core: StoreCore): Promise<Manifest[]> {
   const [ms, use] = await core.tx([KV, USE], 'readonly', (tx) => Promise.all([allManifests(tx.objectStore(KV)), readUse(tx)]));
   for (const [k, t] of core.usePending) use.set(k, Math.max(use.get(k) ?? 0, t));
-  for (const m of ms) m.lastUsed = lastUseOf(m, use);
+  for (const m of ms) {
+    m.lastUsed = lastUseOf(m, use);
+    m.hits = hitsOf(m, use) + (core.hitsPending.get(m.key) ?? 0);
+  }
   return ms;
+}
+
+/** Hit counts of these states (stored and not yet flushed). */
+export async function hits(core: StoreCore, keys: string[]): Promise<number[]> {
+  const stored = await core.tx([USE], 'readonly', (tx) => {
+    const u = tx.objectStore(USE);
+    return Promise.all(keys.map((k) => promisifyRequest(u.get(useHitKey(k))) as Promise<number | undefined>));
+  });
+  return keys.map((k, i) => (stored[i] ?? 0) + (core.hitsPending.get(k) ?? 0));
+}
+
+/** For each name (a state key or a block's chain name), when eviction removed it, or undefined. */
+export async function evictedAt(core: StoreCore, names: string[]): Promise<(number | undefined)[]> {
+  if (!names.length) return [];
+  return core.tx([USE], 'readonly', async (tx) => {
+    const u = tx.objectStore(USE);
+    // Most stores have never evicted anything: one count answers for every name.
+    if ((await promisifyRequest(u.count(IDBKeyRange.bound(useGoneKey(''), useGoneKey('\uffff'))))) === 0) return names.map(() => undefined);
+    return Promise.all(names.map((k) => promisifyRequest(u.get(useGoneKey(k))) as Promise<number | undefined>));
+  });
 }
 
 export async function usage(core: StoreCore): Promise<Usage> {
@@ -84,14 +120,19 @@ export async function setPinned(core: StoreCore, key: string, pinned: boolean): 
   if (h) h.manifest = m;
 }
 
-/** Writes the last-use times of reads since the last flush, in one small transaction. */
+/** Writes the last-use times and hit counts of reads since the last flush, in one small transaction. */
 export async function flushUse(core: StoreCore): Promise<void> {
-  if (core.usePending.size === 0) return;
+  if (core.usePending.size === 0 && core.hitsPending.size === 0) return;
   const batch = [...core.usePending];
+  const hitBatch = [...core.hitsPending];
   core.usePending.clear();
-  await core.tx([USE], 'readwrite', (tx) => {
+  core.hitsPending.clear();
+  await core.tx([USE], 'readwrite', async (tx) => {
     const u = tx.objectStore(USE);
     for (const [k, t] of batch) u.put(t, k);
+    // Counts add up: another page may have counted hits of the same state meanwhile.
+    const had = await Promise.all(hitBatch.map(([k]) => promisifyRequest(u.get(useHitKey(k))) as Promise<number | undefined>));
+    hitBatch.forEach(([k, n], i) => u.put((had[i] ?? 0) + n, useHitKey(k)));
     return promisifyRequest(tx);
   });
 }
@@ -104,9 +145,11 @@ export async function flushUse(core: StoreCore): Promise<void> {
 export async function remove(core: StoreCore, key: string): Promise<{ blobsFreed: number; bytesFreed: number }> {
   core.hot.delete(key);
   core.usePending.delete(key);
+  core.hitsPending.delete(key);
   const r = await core.tx([KV, USE], 'readwrite', async (tx) => {
     const s = tx.objectStore(KV);
     tx.objectStore(USE).delete(key);
+    tx.objectStore(USE).delete(useHitKey(key));
     s.delete(manifestId(key));
     const manifests = await allManifests(s);
     const live = new Set<string>();
@@ -144,10 +187,8 @@ export async function evict(core: StoreCore, opts: { targetBytes: number }): Pro
     const [ms, used] = await Promise.all([allManifests(s), readUse(tx)]);
     for (const [k, t] of pendingUse) used.set(k, Math.max(used.get(k) ?? 0, t));
     const plan = planEviction({ manifests: ms, lastUsed: used, limitBytes: target });
-    for (const v of plan.victims) {
-      s.delete(manifestId(v));
-      use.delete(v);
-    }
+    for (const v of plan.victims) s.delete(manifestId(v));
+    recordEviction(use, plan);
     let bytesFreed = 0;
     for (const [k, n] of plan.freed) {
       s.delete(blobId(k));
@@ -159,6 +200,7 @@ export async function evict(core: StoreCore, opts: { targetBytes: number }): Pro
   for (const k of r.evicted) {
     core.hot.delete(k);
     core.usePending.delete(k);
+    core.hitsPending.delete(k);
   }
   core.channel.post({ type: 'deleted', keys: r.evicted, reason: 'evict' });
   return r;
@@ -176,7 +218,7 @@ export async function repair(db: Database): Promise<RepairReport> {
   return db.tx([KV, USE], 'readwrite', async (tx) => {
     const s = tx.objectStore(KV);
     const use = tx.objectStore(USE);
-    const [ms, blobKeys, useKeys] = await Promise.all([allManifests(s), allBlobKeys(s), promisifyRequest(use.getAllKeys()) as Promise<IDBValidKey[]>]);
+    const [ms, blobKeys, useAll] = await Promise.all([allManifests(s), allBlobKeys(s), readUse(tx)]);
     const have = new Set(blobKeys);
     const named = new Set<string>();
     const stateKeys = new Set<string>();
@@ -202,8 +244,11 @@ export async function repair(db: Database): Promise<RepairReport> {
       }
     }
     let staleUse = 0;
-    for (const k of useKeys) {
-      if (!stateKeys.has(String(k))) {
+    for (const [k, v] of useAll) {
+      const u = useKeyKind(k);
+      // An eviction record is about something that is gone: it stays (for a month).
+      const stale = u.kind === 'gone' ? now - v > GONE_KEPT_MS : !stateKeys.has(u.key);
+      if (stale) {
         use.delete(k);
         staleUse++;
       }
@@ -213,10 +258,14 @@ export async function repair(db: Database): Promise<RepairReport> {
   });
 }
 
+/** How long an eviction record is kept to explain a miss (ms). */
+const GONE_KEPT_MS = 30 * 24 * 3600 * 1000;
+
 /** Deletes every state and blob of this store. */
 export async function clear(core: StoreCore): Promise<void> {
   core.hot.clear();
   core.usePending.clear();
+  core.hitsPending.clear();
   const keys = await core.tx([KV, USE], 'readwrite', async (tx) => {
     const ks = (await promisifyRequest(tx.objectStore(KV).getAllKeys(MANIFESTS()))) as IDBValidKey[];
     tx.objectStore(KV).clear();

@@ -1,12 +1,16 @@
-import type { Manifest } from './records.ts';
+import { blobNameOf, useGoneKey, useHitKey, type Manifest } from './records.ts';
 
 /**
  * Eviction: which states to drop so that the store fits a byte limit.
  *
  * The store's size is the sum of its unique blobs (a block shared by many
  * states counts once), so dropping a state frees only the blobs no other
- * remaining state names. Pinned states are never chosen. The rest go least
- * recently used first.
+ * remaining state names. Pinned states are never chosen. Checkpoints (states
+ * kept at K-token boundaries inside a Mamba prefill) that no request ever
+ * reused go first, least recently used first among them: most never will be
+ * (Marconi, MLSys 2025, evicts such speculative SSM states first). Then every
+ * other state, least recently used first; a checkpoint that was reused counts
+ * as a state like any other.
  */
 export interface EvictionPlan {
   /** State keys to delete, in the order chosen. */
@@ -21,7 +25,11 @@ export interface EvictionPlan {
 
 export interface PlanInput {
   manifests: Manifest[];
-  /** Last use per state key (the store's `use` records and its unflushed reads). */
+  /**
+   * The store's `use` records and its unflushed reads: last use per state key,
+   * and hit counts under useHitKey(key) (a manifest's own `hits`, when list()
+   * filled it in, counts too).
+   */
   lastUsed: Map<string, number>;
   limitBytes: number;
   /** Bytes about to be added (the new blobs of a write). */
@@ -44,6 +52,13 @@ export function lastUseOf(m: Manifest, lastUsed: Map<string, number>): number {
   return Math.max(m.lastUsed ?? 0, lastUsed.get(m.key) ?? 0);
 }
 
+export function hitsOf(m: Manifest, use: Map<string, number>): number {
+  return Math.max(m.hits ?? 0, use.get(useHitKey(m.key)) ?? 0);
+}
+
+/** A checkpoint no request has reused yet: the first to go. */
+export const unhitCheckpoint = (m: Manifest, use: Map<string, number>): boolean => Boolean(m.checkpoint) && hitsOf(m, use) === 0;
+
 export function planEviction(p: PlanInput): EvictionPlan {
   const extra = p.extraBytes ?? 0;
   const owners = new Map<string, number>();
@@ -57,7 +72,13 @@ export function planEviction(p: PlanInput): EvictionPlan {
   const before = bytes;
   const candidates = p.manifests
     .filter((m) => !m.pinned && !p.protect?.has(m.key))
-    .sort((a, b) => lastUseOf(a, p.lastUsed) - lastUseOf(b, p.lastUsed) || a.createdAt - b.createdAt || (a.key < b.key ? -1 : 1));
+    .sort(
+      (a, b) =>
+        Number(unhitCheckpoint(b, p.lastUsed)) - Number(unhitCheckpoint(a, p.lastUsed)) ||
+        lastUseOf(a, p.lastUsed) - lastUseOf(b, p.lastUsed) ||
+        a.createdAt - b.createdAt ||
+        (a.key < b.key ? -1 : 1),
+    );
   const victims: string[] = [];
   const freed = new Map<string, number>();
   for (const m of candidates) {
@@ -73,6 +94,21 @@ export function planEviction(p: PlanInput): EvictionPlan {
     }
   }
   return { victims, freed, bytesBefore: before, bytesAfter: bytes, fits: bytes + extra <= p.limitBytes };
+}
+
+/**
+ * Records an eviction in the `use` store, in the evicting transaction: the
+ * victims' last-use times and hit counts go, and each victim and freed block
+ * leaves a `gone:` record under its name, so that a later request whose
+ * prefix it was can say that reuse stopped there because of eviction.
+ */
+export function recordEviction(use: IDBObjectStore, plan: Pick<EvictionPlan, 'victims' | 'freed'>, at = Date.now()): void {
+  for (const v of plan.victims) {
+    use.delete(v);
+    use.delete(useHitKey(v));
+    use.put(at, useGoneKey(v));
+  }
+  for (const k of plan.freed.keys()) use.put(at, useGoneKey(blobNameOf(k)));
 }
 
 /** What the browser says about this origin's storage; null where it says nothing (Node, old browsers). */

@@ -1,3 +1,4 @@
+import type { Provenance } from '../core/model-fingerprint.ts';
 import { promisifyRequest } from 'idb-keyval';
 import type { TensorSpec } from '../core/state.ts';
 
@@ -11,7 +12,12 @@ import type { TensorSpec } from '../core/state.ts';
  *   b:<chainHash>/<codec> a BlockRecord (a 16-token KV block, named by the chain hash after it)
  *   b:<stateKey>/<codec>  a BlockRecord (a partial last block, or a fixed-size state whole)
  *
- * The small `use` store (src/store/schema.ts) maps a state key to its last use.
+ * The small `use` store (src/store/schema.ts) holds what reads record, in
+ * batches, so that a read never rewrites a manifest:
+ *
+ *   <stateKey>            last use (ms)
+ *   hits:<stateKey>       how many requests reused the state (useHitKey)
+ *   gone:<name>           when eviction removed the state or block of this name (useGoneKey)
  */
 
 export interface BlockRef {
@@ -61,6 +67,20 @@ export interface Manifest {
   lastUsed: number;
   pinned: boolean;
   label?: string;
+  /** What computed this state (device, adapter, runtime versions, dtype): provenance, never part of the key. */
+  provenance?: Provenance;
+  /**
+   * A state the engine kept at a K-token boundary inside a longer prefill of
+   * a model whose states cannot be cut by token (Mamba), so that a later text
+   * sharing only part of it resumes from the last boundary instead of from
+   * nothing. Eviction takes those never reused before any other state.
+   */
+  checkpoint?: true;
+  /**
+   * Requests that reused this state, as counted in the `use` store (not
+   * stored in the manifest record: filled in by list(), like lastUsed).
+   */
+  hits?: number;
   /**
    * Set when a read found a blob of this state missing or not matching its
    * digest. The state is kept (its tokens are here, so the engine recomputes
@@ -112,12 +132,27 @@ export const BLOBS = (): IDBKeyRange => IDBKeyRange.bound(B, B + '\uffff');
 export const BLOBS_OF = (name: string): IDBKeyRange => IDBKeyRange.bound(`${B}${name}/`, `${B}${name}/\uffff`);
 
 export const manifestId = (stateKey: string): string => M + stateKey;
+const HITS = 'hits:';
+const GONE = 'gone:';
+/** `use` store key of a state's hit count. */
+export const useHitKey = (stateKey: string): string => HITS + stateKey;
+/** `use` store key of an eviction record: `name` is a state key or a block's chain name (the state key of the tokens up to the block's end). */
+export const useGoneKey = (name: string): string => GONE + name;
+/** What a `use` store key records: a state's last use, its hit count, or an eviction. */
+export function useKeyKind(k: IDBValidKey): { kind: 'last-use' | 'hits' | 'gone'; key: string } {
+  const s = String(k);
+  if (s.startsWith(HITS)) return { kind: 'hits', key: s.slice(HITS.length) };
+  if (s.startsWith(GONE)) return { kind: 'gone', key: s.slice(GONE.length) };
+  return { kind: 'last-use', key: s };
+}
 export const blobId = (blobKey: string): string => B + blobKey;
 /** The blob key of an IndexedDB key from BLOBS / BLOBS_OF. */
 export const blobKeyOf = (id: IDBValidKey): string => String(id).slice(B.length);
 export const stateKeyOf = (id: IDBValidKey): string => String(id).slice(M.length);
 /** A blob's key: the name of what it holds (a chain hash, or a state key) and its codec. */
 export const blobKeyFor = (name: string, codec: string): string => `${name}/${codec}`;
+/** The name in a blob key (what blobKeyFor was given). */
+export const blobNameOf = (blobKey: string): string => blobKey.slice(0, blobKey.lastIndexOf('/'));
 
 /**
  * Manifest reads, for tests that check how often a call reads each manifest:

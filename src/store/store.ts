@@ -14,11 +14,13 @@ import type { CodecPolicy, Manifest } from './records.ts';
 import { openDatabase, type Database } from './schema.ts';
 import * as write from './write.ts';
 import { WriteQueue, type WriteQueueStats } from './write-queue.ts';
+import { TextIndex, type StoredText } from './text-index.ts';
 
 export type { Tier } from './read.ts';
 export type { EvictResult, RepairReport, Usage } from './maintenance.ts';
 export type { PutInput, PutResult, QueuedPut } from './write.ts';
 export type { WriteQueueStats } from './write-queue.ts';
+export type { StoredText } from './text-index.ts';
 export { CODEC_PREFERENCE } from './read.ts';
 
 export interface StoreOptions {
@@ -75,6 +77,7 @@ export class StateStore {
   private useTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly useFlushMs: number;
   private readonly queueBytes: number;
+  private readonly texts = new TextIndex();
 
   constructor(opts: StoreOptions = {}) {
     this.dbName = opts.dbName ?? 'statecart';
@@ -94,6 +97,7 @@ export class StateStore {
       queue: new WriteQueue(),
       channel: this.channel,
       usePending: new Map(),
+      hitsPending: new Map(),
       noteUse: (key) => this.noteUse(key),
       budgetBytes: checkBudget(opts.budgetBytes ?? null),
       fault: null,
@@ -111,17 +115,31 @@ export class StateStore {
   // ------------------------------------------------------------ reading
 
   /** A state's manifest: from the hot tier (no read) or IndexedDB (one read). */
-  lookup(key: string): Promise<{ manifest: Manifest; hot: boolean } | undefined> {
-    return read.lookup(this.core, key);
+  async lookup(key: string): Promise<{ manifest: Manifest; hot: boolean } | undefined> {
+    const r = await read.lookup(this.core, key);
+    this.texts.note(r?.manifest);
+    return r;
   }
 
   async getManifest(key: string): Promise<Manifest | undefined> {
-    return (await read.lookup(this.core, key))?.manifest;
+    return (await this.lookup(key))?.manifest;
   }
 
   /** Manifests for many keys in one transaction. */
-  getManifests(keys: string[]): Promise<(Manifest | undefined)[]> {
-    return read.getManifests(this.core, keys);
+  async getManifests(keys: string[]): Promise<(Manifest | undefined)[]> {
+    const ms = await read.getManifests(this.core, keys);
+    for (const m of ms) this.texts.note(m);
+    return ms;
+  }
+
+  /** The token ids of every stored state (kept in memory; reads only manifests this store has not seen). */
+  async storedTexts(): Promise<StoredText[]> {
+    const stored = await this.texts.all(this.core);
+    // States whose writes are queued are served like stored ones: they count too.
+    const have = new Set(stored.map((t) => t.key));
+    for (const m of this.queued())
+      if (!have.has(m.key)) stored.push({ key: m.key, modelId: m.modelId, modelFp: m.modelFp, tokens: Uint32Array.from(m.tokens) });
+    return stored;
   }
 
   /** The longest of these keys held in memory (hot, or queued for writing), its index, or -1. */
@@ -168,7 +186,11 @@ export class StateStore {
    * queued before it, and resolves once it has landed; see src/store/write.ts.
    */
   async putState(input: PutRequest): Promise<write.PutResult> {
-    return write.putState(this.core, { ...input, codec: await this.codecFor(input) });
+    // Eviction inside the write ranks states by their hits: count the recent ones.
+    if (this.core.hitsPending.size) await this.flushUse();
+    const r = await write.putState(this.core, { ...input, codec: await this.codecFor(input) });
+    this.texts.set(r.manifest);
+    return r;
   }
 
   /**
@@ -180,6 +202,9 @@ export class StateStore {
    * as a 'failed' store event).
    */
   async queueState(input: PutRequest): Promise<write.QueuedPut> {
+    // Eviction inside the write ranks states by their hits: the recent ones are
+    // counted just before it, in the queue (not on the caller's path).
+    if (this.core.hitsPending.size) this.core.queue.run(() => this.flushUse()).catch(() => undefined);
     return write.queueState(this.core, { ...input, codec: await this.codecFor(input) }, { behind: true, maxQueuedBytes: this.queueBytes });
   }
 
@@ -241,6 +266,7 @@ export class StateStore {
   /** Every stored manifest, and (after them) the states whose writes are queued and not landed yet. */
   async list(): Promise<Manifest[]> {
     const ms = await maintenance.list(this.core);
+    for (const m of ms) this.texts.note(m);
     const have = new Set(ms.map((m) => m.key));
     for (const m of this.queued()) if (!have.has(m.key)) ms.push(m);
     return ms;
@@ -258,11 +284,34 @@ export class StateStore {
   }
 
   delete(key: string): Promise<{ blobsFreed: number; bytesFreed: number }> {
+    this.texts.forget(key);
     return this.core.queue.run(() => maintenance.remove(this.core, key));
   }
 
-  evict(opts: { targetBytes: number }): Promise<maintenance.EvictResult> {
-    return this.core.queue.run(() => maintenance.evict(this.core, opts));
+  async evict(opts: { targetBytes: number }): Promise<maintenance.EvictResult> {
+    return this.core.queue.run(async () => {
+      if (this.core.hitsPending.size) await this.flushUse();
+      return maintenance.evict(this.core, opts);
+    });
+  }
+
+  /**
+   * Counts a reuse of a stored state by a request (listStates shows it;
+   * eviction keeps reused checkpoints). Written in a batch with last-use times.
+   */
+  noteHit(key: string): void {
+    this.core.hitsPending.set(key, (this.core.hitsPending.get(key) ?? 0) + 1);
+    this.scheduleFlush();
+  }
+
+  /** Hit counts of these states. */
+  hits(keys: string[]): Promise<number[]> {
+    return maintenance.hits(this.core, keys);
+  }
+
+  /** When eviction removed each of these names (state keys, or blocks' chain names); undefined where it did not. */
+  evictedAt(names: string[]): Promise<(number | undefined)[]> {
+    return maintenance.evictedAt(this.core, names);
   }
 
   /** Runs the open-time check again (after the writes queued before it). */
@@ -362,6 +411,10 @@ export class StateStore {
   /** Records a read; written in a batch later, in the small `use` store, so reads stay reads. */
   private noteUse(key: string): void {
     this.core.usePending.set(key, Date.now());
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (this.useTimer) return;
     this.useTimer = setTimeout(() => {
       this.useTimer = null;

@@ -1,3 +1,4 @@
+import type { Provenance } from '../core/model-fingerprint.ts';
 import { promisifyRequest } from 'idb-keyval';
 import { QuotaExceeded, StatecartError, WriteInterrupted } from '../core/errors.ts';
 import { BLOCK_TOKENS, type KeyChain } from '../core/key-chain.ts';
@@ -9,8 +10,20 @@ import { isSliceable, stateBytes, type ModelState } from '../core/state.ts';
 import { cutBlocks, decodeBlock, encodeBlock, joinBlocks, placeBlock, tensorSpecs, type BlockCodec } from './blocks.ts';
 import type { StoreCore } from './context.ts';
 import { countingStore, safeAbort } from './fault.ts';
-import { originEstimate, planEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
-import { allManifests, blobId, blobKeyFor, getBlob, getManifest, hasBlob, putManifest, type BlockRecord, type BlockRef, type Manifest } from './records.ts';
+import { originEstimate, planEviction, recordEviction, roomUnderQuota, uniqueBytes } from './quota.ts';
+import {
+  allManifests,
+  blobId,
+  blobKeyFor,
+  getBlob,
+  getManifest,
+  hasBlob,
+  putManifest,
+  useGoneKey,
+  type BlockRecord,
+  type BlockRef,
+  type Manifest,
+} from './records.ts';
 import { KV, USE, readUse } from './schema.ts';
 import { repointTails, type TailCandidate } from './shared-tails.ts';
 
@@ -52,6 +65,16 @@ export interface PutInput {
   replace?: boolean;
   /** Pinned (default: as the replaced manifest was, else not). */
   pinned?: boolean;
+  /** What computed the state (device, runtimes, dtype); kept in the manifest, not in the key. */
+  provenance?: Provenance;
+  /** A checkpoint kept inside a longer prefill (Manifest.checkpoint). */
+  checkpoint?: boolean;
+  /**
+   * An optimisation nobody asked for (a checkpoint): when its queued write
+   * finds the store full (QuotaExceeded), it is dropped and not reported to
+   * flush(). A caller waiting on landed() still sees the error.
+   */
+  bestEffort?: boolean;
 }
 
 export interface PutResult {
@@ -175,6 +198,8 @@ async function prepare(input: PutInput): Promise<Prepared> {
     lastUsed: now,
     pinned: input.pinned ?? false,
     ...(input.label ? { label: input.label } : {}),
+    ...(input.provenance ? { provenance: input.provenance } : {}),
+    ...(input.checkpoint ? { checkpoint: true as const } : {}),
   };
   let hot: ModelState;
   if (codec === 'fp32') hot = state;
@@ -265,7 +290,7 @@ export async function queueState(core: StoreCore, input: PutInput, o: { behind: 
       return await commit(core, p);
     } catch (e) {
       const err = mapIdbError(e);
-      if (o.behind) {
+      if (o.behind && !(input.bestEffort && err instanceof QuotaExceeded)) {
         core.queue.fail(key, err);
         core.channel.post({ type: 'failed', keys: [key], reason: err.message });
       }
@@ -416,10 +441,8 @@ async function writeOnce(
               planned: true,
             });
           }
-          for (const v of plan.victims) {
-            s.delete(`m:${v}`);
-            use.delete(v);
-          }
+          for (const v of plan.victims) s.delete(`m:${v}`);
+          recordEviction(use, plan);
           for (const k of plan.freed.keys()) s.delete(blobId(k));
           evicted = plan.victims;
         }
@@ -431,6 +454,7 @@ async function writeOnce(
         moved = repointTails(s, manifest, tails, stored);
         putManifest(s, manifest);
         use.put(manifest.lastUsed, manifest.key);
+        use.delete(useGoneKey(manifest.key));
       } catch (e) {
         safeAbort(tx);
         throw e;
@@ -447,6 +471,7 @@ async function writeOnce(
       for (const k of evicted) {
         core.hot.delete(k);
         core.usePending.delete(k);
+        core.hitsPending.delete(k);
       }
       core.channel.post({ type: 'deleted', keys: evicted, reason: 'evict' });
     }

@@ -57,7 +57,7 @@ export function initBases(): void {
         res,
         r.processed === 0
           ? `state ${short(r.stateKey)} was already stored: ${r.tokens} tokens, nothing processed, found in ${fmtMs(r.timings.totalMs)}`
-          : `state ${short(r.stateKey)}: ${r.tokens} tokens, ${fmtBytes(r.bytes)} — prefilled ${r.processed} tokens${r.reused ? ` (reused a stored prefix of ${r.reused})` : ''} in ${fmtMs(r.timings.prefillMs)}, ${fmtMs(r.timings.totalMs)} in all`,
+          : `state ${short(r.stateKey)}: ${r.tokens} tokens, ${fmtBytes(r.bytes)} — prefilled ${r.processed} tokens${r.reused ? ` (reused a stored prefix of ${r.reused})` : ''} in ${fmtMs(r.timings.prefillMs)}, ${fmtMs(r.timings.totalMs)} in all${r.checkpoints.length ? `; kept ${r.checkpoints.length} checkpoint${r.checkpoints.length > 1 ? 's' : ''}` : ''}. Reuse: ${r.reuse.reason}.`,
       );
       select(r.stateKey);
     } catch (e) {

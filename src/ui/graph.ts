@@ -63,13 +63,39 @@ export function tierText(tier: StateInfo['tier']): string {
   return tier === 'queued' ? 'not yet stored' : tier;
 }
 
-function nodeLabel(s: StateInfo): string {
-  return `state ${short(s.key)}, ${s.parent ? 'delta' : 'base'}${s.label ? ` "${s.label}"` : ''}, ${s.tokens} tokens, ${fmtBytes(s.bytes)}, codec ${s.codec}, tier ${tierText(s.tier)}${s.pinned ? ', pinned' : ''}`;
+/**
+ * The states the graph shows: checkpoints only when asked for (a long Mamba
+ * prefill keeps one every K tokens, and they would drown the states people
+ * made). A shown state whose parent is hidden hangs from the nearest shown
+ * ancestor instead.
+ */
+export function visibleStates(states: StateInfo[], showCheckpoints: boolean): StateInfo[] {
+  if (showCheckpoints) return states;
+  const byKey = new Map(states.map((s) => [s.key, s]));
+  const hidden = (k: string) => byKey.get(k)?.checkpoint === true;
+  return states
+    .filter((s) => !s.checkpoint)
+    .map((s) => {
+      let p = s.parent;
+      const seen = new Set<string>();
+      while (p && hidden(p) && !seen.has(p)) {
+        seen.add(p);
+        p = byKey.get(p)!.parent;
+      }
+      return p === s.parent ? s : { ...s, parent: p };
+    });
 }
 
-function draw(states: StateInfo[]): void {
+function nodeLabel(s: StateInfo): string {
+  return `state ${short(s.key)}, ${s.checkpoint ? 'checkpoint' : s.parent ? 'delta' : 'base'}${s.label ? ` "${s.label}"` : ''}, ${s.tokens} tokens, ${fmtBytes(s.bytes)}, codec ${s.codec}, tier ${tierText(s.tier)}, reused ${s.hits} ${s.hits === 1 ? 'time' : 'times'}${s.pinned ? ', pinned' : ''}`;
+}
+
+function draw(all: StateInfo[]): void {
   const root = $('graph');
   const empty = $('graphEmpty');
+  const box = $<HTMLInputElement>('showCheckpoints');
+  $('checkpointCount').textContent = String(all.filter((s) => s.checkpoint).length);
+  const states = visibleStates(all, box.checked);
   empty.hidden = states.length > 0;
   const { placed, edges, width, height } = layout(states);
   const pad = 6;
@@ -86,21 +112,22 @@ function draw(states: StateInfo[]): void {
   for (const p of placed) {
     const st = p.s;
     const node = svg('g', {
-      class: `node ${st.tier}${st.parent ? '' : ' base'}${st.pinned ? ' pinned' : ''}${st.key === app.selected ? ' selected' : ''}`,
+      class: `node ${st.tier}${st.parent ? '' : ' base'}${st.checkpoint ? ' checkpoint' : ''}${st.pinned ? ' pinned' : ''}${st.key === app.selected ? ' selected' : ''}`,
       transform: `translate(${p.x},${p.y})`,
       tabindex: 0,
       role: 'button',
       'data-key': st.key,
       'data-testid': 'state-node',
+      'data-hits': st.hits,
       'aria-pressed': String(st.key === app.selected),
       'aria-label': nodeLabel(st),
     });
     node.append(svg('title', {}, `${st.key}\n${nodeLabel(st)}`));
     node.append(svg('rect', { width: W, height: H, rx: 6 }));
-    const head = `${st.parent ? '' : 'BASE '}${short(st.key)}${st.pinned ? ' 📌' : ''}`;
+    const head = `${st.checkpoint ? 'CK ' : st.parent ? '' : 'BASE '}${short(st.key)}${st.pinned ? ' 📌' : ''}`;
     node.append(svg('text', { x: 8, y: 15, class: 'k' }, head));
     node.append(svg('text', { x: 8, y: 30 }, `${st.tokens} tok · ${fmtBytes(st.bytes)}`));
-    const meta = `${st.codec} · ${tierText(st.tier)}${st.label ? ` · ${st.label}` : ''}`;
+    const meta = `${st.hits ? `${st.hits} hit${st.hits > 1 ? 's' : ''} · ` : ''}${st.codec} · ${tierText(st.tier)}${st.label ? ` · ${st.label}` : ''}`;
     node.append(svg('text', { x: 8, y: 44, class: 'm' }, meta.length > 24 ? `${meta.slice(0, 23)}…` : meta));
     const choose = () => select(st.key);
     node.addEventListener('click', choose);
@@ -117,6 +144,9 @@ function draw(states: StateInfo[]): void {
 
 export function initGraph(): void {
   onRefresh(({ states }) => draw(states));
+  $<HTMLInputElement>('showCheckpoints').addEventListener('change', () => {
+    if (app.last) draw(app.last.states);
+  });
   onSelect(() => {
     // Redrawing replaces the nodes; keep keyboard focus on the chosen one.
     const hadFocus = $('graph').contains(document.activeElement);

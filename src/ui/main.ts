@@ -5,7 +5,7 @@ import { initBases } from './bases.ts';
 import { initCartridges, openLinkedCartridge } from './cartridges.ts';
 import { $, errorText } from './dom.ts';
 import { initGraph } from './graph.ts';
-import { initModelPicker, loadModel, setStatus } from './model-picker.ts';
+import { hubUrlFrom, initModelPicker, loadModel, setStatus } from './model-picker.ts';
 import { initSavings } from './savings.ts';
 import { initStateActions } from './state-actions.ts';
 import { initStorage } from './storage.ts';
@@ -30,7 +30,8 @@ initStorage();
 // Resolves once the worker is up and (unless ?autoload=0) the model has loaded;
 // the tests and embedding examples wait on it.
 window.statecartReady = (async () => {
-  const client = await createStatecart({ device: $<HTMLSelectElement>('device').value as DeviceChoice });
+  const hubUrl = hubUrlFrom(params);
+  const client = await createStatecart({ device: $<HTMLSelectElement>('device').value as DeviceChoice, ...(hubUrl ? { hubUrl } : {}) });
   app.client = client;
   window.statecart = client;
   // The testing entry's hooks (fault injection, counters) for the browser tests; not in a built site.

@@ -1,7 +1,7 @@
-import type { CreateStateResult, InferResult } from '../lib/index.ts';
+import type { CreateStateResult, InferResult, Reuse } from '../lib/index.ts';
 import { app, refresh, select } from './app.ts';
 import { makeChart, type SavingsChart } from './charts.ts';
-import { $, errorText, fmtBytes, fmtMs, setResult } from './dom.ts';
+import { $, el, errorText, fmtBytes, fmtMs, setResult, short } from './dom.ts';
 
 /** One step of a chain, every field measured in this browser. */
 export interface Step {
@@ -18,6 +18,10 @@ export interface Step {
   bytesStored: number;
   /** What storing every state whole, with no shared blocks, would take. */
   bytesNaive: number;
+  /** Where reuse stopped, and why. */
+  reuse: Reuse;
+  /** Tokens the step could have taken from the store (the whole text read before generating). */
+  context: number;
 }
 
 const steps: Step[] = [];
@@ -49,6 +53,15 @@ export function render(): void {
     { label: 'stored (shared blocks)', color: C.stored, values: steps.map((s) => s.bytesStored) },
     { label: 'naive (every state whole)', color: C.naive, values: steps.map((s) => s.bytesNaive), dashed: true },
   ]);
+  $('reuseLog').replaceChildren(
+    ...steps.map((s) =>
+      el(
+        'li',
+        { 'data-cause': s.reuse.cause },
+        `${s.label}: reused ${s.reuse.tokensReused} of ${s.context} tokens${s.reuse.fromKey ? ` from ${short(s.reuse.fromKey)} (${s.reuse.tier})` : ''} — ${s.reuse.reason}`,
+      ),
+    ),
+  );
   const sum = (f: (s: Step) => number) => steps.reduce((a, s) => a + f(s), 0);
   const summary = $('savingsSummary');
   if (!steps.length) {
@@ -93,6 +106,8 @@ export async function recordBase(r: CreateStateResult, tokens: number[] | undefi
     generateMs: 0,
     bytesStored: snap.health.bytesStored,
     bytesNaive: snap.health.logicalBytes,
+    reuse: r.reuse,
+    context: r.tokens,
   });
   render();
 }
@@ -110,6 +125,8 @@ export async function recordStep(r: InferResult, context: number[] | undefined):
     generateMs: r.timings.generateMs,
     bytesStored: snap.health.bytesStored,
     bytesNaive: snap.health.logicalBytes,
+    reuse: r.reuse,
+    context: r.savings.naiveTokens - r.outputTokens.length,
   });
   render();
 }

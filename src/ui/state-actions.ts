@@ -28,7 +28,7 @@ function showInfo(s: StateInfo | undefined): void {
       'dl',
       { class: 'facts' },
       ...row('key', short(s.key), s.key),
-      ...row('kind', s.parent ? `delta of ${short(s.parent)}` : 'base'),
+      ...row('kind', s.checkpoint ? `checkpoint${s.parent ? ` after ${short(s.parent)}` : ''}` : s.parent ? `delta of ${short(s.parent)}` : 'base'),
       ...row('tokens', String(s.tokens)),
       ...row('bytes', fmtBytes(s.bytes)),
       ...row('codec', s.codec),
@@ -39,6 +39,7 @@ function showInfo(s: StateInfo | undefined): void {
       ),
       ...row('model', s.model),
       ...row('pinned', s.pinned ? 'yes' : 'no'),
+      ...row('hits', String(s.hits), 'requests that reused this state'),
     ),
   );
   $('pin').textContent = s.pinned ? 'Unpin' : 'Pin';
@@ -82,7 +83,7 @@ export function initStateActions(): void {
     output.textContent = r.output;
     setResult(
       out,
-      `${short(s.key)} → ${short(r.newStateKey)}: processed ${r.savings.tokensProcessed} tokens, reused ${r.savings.tokensReused} (${Math.round(100 * r.savings.fraction)}% fewer than without the cache); restored from the ${r.tier} tier; ${fmtMs(r.timings.totalMs)}${sampling ? `; sampled with seed ${sampling.seed}` : ''}`,
+      `${short(s.key)} → ${short(r.newStateKey)}: processed ${r.savings.tokensProcessed} tokens, reused ${r.savings.tokensReused} (${Math.round(100 * r.savings.fraction)}% fewer than without the cache); restored from the ${r.tier} tier; ${fmtMs(r.timings.totalMs)}${sampling ? `; sampled with seed ${sampling.seed}` : ''}. Reuse: ${r.reuse.reason}.`,
     );
     select(r.newStateKey);
   };

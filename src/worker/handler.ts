@@ -1,21 +1,26 @@
 /// <reference lib="webworker" />
 import * as Comlink from 'comlink';
 import { hashStats } from '../core/key-chain.ts';
-import { ModelNotLoaded } from '../core/errors.ts';
+import { env } from '@huggingface/transformers';
+import { InvalidInput, ModelNotLoaded, StatecartError } from '../core/errors.ts';
 import type { Statecart, STATECART_METHODS } from '../engine/api.ts';
 import { LocalStatecart } from '../engine/statecart.ts';
 import { readStats } from '../store/records.ts';
 import { StateStore, type WriteQueueStats } from '../store/store.ts';
 import { BrowserModelHost, type InitOptions } from './host.ts';
 import type { ReceivedOptions } from './wire.ts';
-import { reportDeviceLost } from './device-lost.ts';
+import { deviceLostWithin, reportDeviceLost } from './device-lost.ts';
 
 export type StatecartMethod = (typeof STATECART_METHODS)[number];
 
 /** Fault injection and counters, for tests (the library's testing entry, src/lib/testing.ts). */
 export interface DebugApi {
-  /** 'throw' (uncaught error), 'close' (the worker exits), 'hang' (busy forever), 'device-lost'. */
-  fault(kind: 'throw' | 'close' | 'hang' | 'device-lost'): Promise<void>;
+  /**
+   * 'throw' (uncaught error), 'close' (the worker exits), 'hang' (busy forever),
+   * 'device-lost' (reports a loss without one), 'destroy-device' (destroys
+   * onnxruntime's WebGPU device, so the real `lost` path runs).
+   */
+  fault(kind: 'throw' | 'close' | 'hang' | 'device-lost' | 'destroy-device'): Promise<void>;
   /** The next store write closes this worker after its n-th IndexedDB request. */
   storeFault(afterRequests: number): Promise<void>;
   /** Lets queued writes land, then drops the hot tier, so the next read comes from IndexedDB. */
@@ -59,7 +64,15 @@ export class WorkerHandler {
     try {
       const sc = this.need(method);
       const fn = sc[method] as (r: unknown, o?: unknown) => Promise<Awaited<ReturnType<Statecart[M]>>>;
-      return await fn.call(sc, req, opts);
+      try {
+        return await fn.call(sc, req, opts);
+      } catch (e) {
+        // The runtime's error from a lost device is not the answer: this worker is
+        // ending (the supervisor fails every pending call with WorkerCrashed and
+        // starts one on WASM), so the call is left unanswered.
+        if (!(e instanceof StatecartError) && (await deviceLostWithin(500))) return new Promise<never>(() => undefined);
+        throw e;
+      }
     } finally {
       opts?.close();
     }
@@ -73,7 +86,11 @@ export class WorkerHandler {
         });
       else if (kind === 'close') self.close();
       else if (kind === 'device-lost') reportDeviceLost('injected fault');
-      else if (kind === 'hang')
+      else if (kind === 'destroy-device') {
+        const dev = (await (env.backends.onnx as { webgpu?: { device?: Promise<unknown> | unknown } }).webgpu?.device) as { destroy?: () => void } | undefined;
+        if (!dev?.destroy) throw new InvalidInput('destroy-device: onnxruntime has no WebGPU device here (is the model on WASM?)');
+        dev.destroy();
+      } else if (kind === 'hang')
         setTimeout(() => {
           for (;;) {
             /* busy forever */

@@ -1,13 +1,17 @@
 /// <reference lib="webworker" />
 import { env } from '@huggingface/transformers';
 import { ModelNotLoaded } from '../core/errors.ts';
+import type { Provenance } from '../core/model-fingerprint.ts';
 import type { DeviceChoice, FileProgress, LoadModelRequest } from '../engine/api.ts';
 import type { ModelHost } from '../engine/statecart.ts';
+import { fetchWithProgress, fromRuntimeError, ModelFileCache, RuntimeFileCache } from '../models/hub-files.ts';
+import { prepareHubLoad } from '../models/hub-load.ts';
+import { configureTransformers } from '../models/transformers-env.ts';
 import { loadModel } from '../models/load.ts';
-import { findModel } from '../models/registry.ts';
+import { type Arch, DEFAULT_HUB_URL, hubFiles, resolveModelId } from '../models/registry.ts';
 import type { StateModel } from '../models/types.ts';
 import { pickDevice } from './device.ts';
-import { reportDeviceLost } from './device-lost.ts';
+import { watchLost } from './device-lost.ts';
 
 declare const __STATECART_LIB__: boolean | undefined;
 declare const __STATECART_ORT_MJS__: string;
@@ -30,6 +34,8 @@ export interface InitOptions {
   modelsBase: string;
   /** Absolute URL of the folder holding onnxruntime-web's .mjs/.wasm files (default: the library's own copies, or `ort/` beside the page). */
   ortBase?: string;
+  /** The Hugging Face Hub, or a Hub-shaped mirror (docs/hub-mirror.md), for `hf:` models (default https://huggingface.co/). */
+  hubUrl?: string;
   device?: DeviceChoice;
   numThreads?: number;
   dbName?: string;
@@ -52,9 +58,13 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
 /**
  * Loads models in the browser: the device from src/worker/device.ts, GPT-2
  * through transformers.js, Mamba through onnxruntime-web (the runtime
- * transformers.js imports), local models from the page's models folder.
+ * transformers.js imports); local models from the page's models folder, Hub
+ * models (`hf:owner/name`) from the Hub or a mirror, each file downloaded once
+ * into the Cache API and read by the runtime from there.
  */
 export class BrowserModelHost implements ModelHost {
+  private files: Promise<{ files: ModelFileCache; runtime: RuntimeFileCache }> | null = null;
+
   constructor(private readonly o: InitOptions) {
     const onnx = env.backends.onnx as { wasm?: { wasmPaths?: unknown; numThreads?: number } };
     if (onnx.wasm) {
@@ -69,34 +79,107 @@ export class BrowserModelHost implements ModelHost {
     return { crossOriginIsolated: self.crossOriginIsolated, threads: onnx.wasm?.numThreads ?? 1 };
   }
 
-  async load(req: LoadModelRequest, onProgress?: (p: FileProgress) => void): Promise<StateModel> {
+  private caches(): Promise<{ files: ModelFileCache; runtime: RuntimeFileCache }> {
+    this.files ??= ModelFileCache.open().then((files) => ({ files, runtime: new RuntimeFileCache(files) }));
+    return this.files;
+  }
+
+  async load(req: LoadModelRequest, onProgress?: (p: FileProgress) => void, signal?: AbortSignal): Promise<StateModel> {
     const id = req.model;
-    const entry = findModel(id);
+    const ref = resolveModelId(id);
+    const hubUrl = this.o.hubUrl ?? DEFAULT_HUB_URL;
+    const { files, runtime } = await this.caches();
     const pick = await pickDevice(req.device ?? this.o.device ?? 'auto');
-    const hub = entry?.source === 'hub' || (!entry && id.includes('/'));
-    const base = hub ? `https://huggingface.co/${id}/resolve/main/` : new URL(`${id}/`, this.o.modelsBase).href;
-    env.allowLocalModels = !hub;
-    env.allowRemoteModels = hub;
-    // transformers.js treats a full http(s) URL as remote, not local: give it the path.
-    env.localModelPath = new URL(this.o.modelsBase).pathname;
-    const readFile = (p: string) => fetchBytes(base + p);
-    const model = await loadModel(entry?.arch ?? 'gpt2', {
-      modelId: id,
-      base,
-      device: pick.device,
-      adapter: pick.adapter,
-      deviceReason: pick.reason,
-      readFile,
-      onProgress,
-    });
+    const device = { device: pick.device, adapter: pick.adapter, deviceReason: pick.reason };
+    let model: StateModel;
+    try {
+      if (ref.kind === 'local') {
+        if (req.dtype && req.dtype !== 'fp32')
+          throw new ModelNotLoaded({ model: id, reason: `the local models are fp32; dtype ${req.dtype} is for Hub models.` });
+        const base = new URL(`${id}/`, this.o.modelsBase).href;
+        // transformers.js treats a full http(s) URL as remote, not local: give it the path.
+        const local = new URL(this.o.modelsBase).pathname;
+        // (transformers.js' key for a local file: the models folder's path, the model, the file)
+        const key = (p: string) => `${local.endsWith('/') ? local : `${local}/`}${id}/${p}`;
+        configureTransformers({ hubUrl, runtime, local });
+        // The files transformers.js reads, fetched once here (with progress and cancel) and held for it.
+        const held = new Map<string, Uint8Array>();
+        try {
+          await holdLocalFiles(ref.entry.arch, base, key, runtime, held, signal, onProgress);
+          model = await loadModel(ref.entry.arch, {
+            modelId: id,
+            base,
+            ...device,
+            readFile: async (p) => held.get(p) ?? fetchBytes(base + p),
+            digestOf: (p) => runtime.digest(key(p)),
+            signal,
+            onProgress,
+          });
+        } finally {
+          for (const p of held.keys()) runtime.release(key(p));
+        }
+      } else {
+        const hub = await prepareHubLoad({
+          model: id,
+          repo: ref.repo,
+          revision: ref.revision,
+          entry: ref.entry,
+          dtype: req.dtype,
+          hubUrl,
+          files,
+          runtime,
+          signal,
+          onProgress,
+        });
+        configureTransformers({ hubUrl, runtime, local: null });
+        model = await loadModel(hub.arch, { ...hub.context, ...device });
+      }
+    } catch (e) {
+      throw fromRuntimeError(e, id);
+    }
+    model.provenance = provenanceOf(model);
     if (model.device === 'webgpu') void watchWebGpuDevice();
     return model;
   }
+}
+
+/** A local model's files that transformers.js reads (GPT-2; Mamba's loader reads its own), fetched once and held for it. */
+async function holdLocalFiles(
+  arch: Arch,
+  base: string,
+  key: (p: string) => string,
+  runtime: RuntimeFileCache,
+  held: Map<string, Uint8Array>,
+  signal?: AbortSignal,
+  onProgress?: (p: FileProgress) => void,
+): Promise<void> {
+  if (arch !== 'gpt2') return;
+  await Promise.all(
+    hubFiles(arch, 'fp32').map(async (f) => {
+      const b = await fetchWithProgress(base + f.path, {
+        signal,
+        optional: f.optional,
+        onProgress: (loaded, total) => onProgress?.({ file: f.path, loaded, total }),
+      });
+      if (!b) return;
+      held.set(f.path, b);
+      runtime.hold(key(f.path), b);
+    }),
+  );
+}
+
+/** The device and runtime versions that compute this model's states. */
+function provenanceOf(m: StateModel): Provenance {
+  const ortEnv = env.backends.onnx as { versions?: Record<string, string> };
+  const runtimes: Record<string, string> = { 'transformers.js': env.version };
+  const ortVersion = ortEnv.versions?.web ?? ortEnv.versions?.common;
+  if (ortVersion) runtimes['onnxruntime-web'] = ortVersion;
+  return { device: m.device, adapter: m.adapter, dtype: m.identity.dtype, runtimes };
 }
 
 /** A lost WebGPU device ends the worker; the client's supervisor starts a new one on WASM. */
 async function watchWebGpuDevice(): Promise<void> {
   type DeviceLike = { lost?: Promise<{ message: string; reason: string }> };
   const dev = (await (env.backends.onnx as { webgpu?: { device?: Promise<DeviceLike> | DeviceLike } }).webgpu?.device) as DeviceLike | undefined;
-  dev?.lost?.then((info) => reportDeviceLost(info.message || info.reason || 'unknown'));
+  if (dev) watchLost(dev);
 }

@@ -220,10 +220,12 @@ test.describe('cartridges: a state carried from one browser profile to another',
         return c;
       };
       const n = new DataView(good.buffer).getUint32(0, true);
+      const head = new TextDecoder().decode(good.subarray(8, 8 + n));
       const tries: [string, Uint8Array | Blob | string][] = [
         ['truncated', good.subarray(0, good.length - 100)],
         ['data bit flip', flip(good.length - 5)],
-        ['header bit flip', flip(8 + Math.floor(n / 2))],
+        // (inside a checked field, the tensors' digests: informative keys such as receipts or provenance are not checked)
+        ['header bit flip', flip(8 + head.indexOf('sha256:', head.indexOf('"digests"')) + 10)],
         [
           'huge header length',
           (() => {

@@ -82,7 +82,18 @@ describe('tiny-gpt2 ONNX graph vs the TypeScript reference', () => {
       'past_key_values.1.value',
       'num_logits_to_keep',
     ]);
-    expect(session.outputNames).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value']);
+    // new_key / new_value: only each call's rows, for runs that keep the cache themselves (gpt2-run.ts).
+    expect(session.outputNames).toEqual([
+      'logits',
+      'present.0.key',
+      'present.0.value',
+      'present.1.key',
+      'present.1.value',
+      'new_key.0',
+      'new_value.0',
+      'new_key.1',
+      'new_value.1',
+    ]);
   });
 
   it('logits match without past', async () => {
