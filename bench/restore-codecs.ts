@@ -113,6 +113,9 @@ try {
           restore.push(x.timings.restoreMs);
           prefill.push(x.timings.prefillMs);
           firsts.push(x.outputTokens[0]!);
+          // The floor reads the base's blobs on a quiet store: the infer's own write (queued behind it)
+          // may re-point the base's tail block and delete its tail blob between the floor's two reads.
+          await sc.flush();
           floors.push(await floor(made.stateKey));
         }
         if (codec === 'fp32') {
