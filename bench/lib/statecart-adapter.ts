@@ -97,6 +97,8 @@ export async function openStatecart(o: { device: DeviceChoice; dbName: string; n
     probe: (tokens) => testing(sc).probe({ tokens }),
     tokenize: (text) => sc.tokenize({ text }),
     async health() {
+      // Writes go behind the calls: the byte counts are of what has landed, so let every write land first.
+      await sc.flush();
       const h = await sc.health();
       return {
         threads: h.threads,

@@ -16,7 +16,8 @@ export type ErrorName =
   | 'MissingParent'
   | 'QuotaExceeded'
   | 'Aborted'
-  | 'WorkerCrashed';
+  | 'WorkerCrashed'
+  | 'StateNotStored';
 
 export class StatecartError extends Error {
   override name: ErrorName = 'StatecartError';
@@ -235,6 +236,22 @@ export class WorkerCrashed extends StatecartError {
   }
 }
 
+/**
+ * States that earlier calls returned were not stored: their writes, queued
+ * behind the calls (write-behind), failed. Reported once, to the next
+ * flush(). Each failed write left the store as it was.
+ */
+export class StateNotStored extends StatecartError {
+  override name = 'StateNotStored' as const;
+  constructor(f: { keys: string[]; reason: string; cause?: string }) {
+    const what = f.keys.length === 1 ? `State ${f.keys[0]} was` : `${f.keys.length} states (the first ${f.keys[0]}) were`;
+    super(
+      `${what} returned by an earlier call but not stored: its write failed (${f.reason.replace(/\.$/, '')}). The store is as it was without it; create it again (createState with its text) where it is needed, after making room if the store was full.`,
+      { ...f },
+    );
+  }
+}
+
 /** A write that did not commit (the transaction was aborted); nothing was written. */
 export class WriteInterrupted extends StatecartError {
   constructor() {
@@ -255,6 +272,7 @@ const classes: Record<string, { prototype: StatecartError }> = {
   QuotaExceeded,
   Aborted,
   WorkerCrashed,
+  StateNotStored,
 };
 
 export function serializeError(e: unknown): SerializedError {

@@ -9,18 +9,26 @@ import type { CodecConstraints, CodecPolicy } from '../store/records.ts';
 import type { SignedReceipt } from '../core/receipts.ts';
 import type { Dtype } from '../core/model-fingerprint.ts';
 import type { Progress } from '../core/state.ts';
-import type { EvictResult, RepairReport, StorageInfo, Tier } from '../store/store.ts';
+import type { EvictResult, RepairReport, StorageInfo, Tier, WriteQueueStats } from '../store/store.ts';
 import type { Sampling } from './sampling.ts';
 import type { CodecReport } from './codec-optimizer.ts';
 import type { ExportOptions, ImportResult } from './cartridges.ts';
 
-export type { Progress, Sampling, CodecReport, ExportOptions, ImportResult, EvictResult, RepairReport, StorageInfo, Tier, SignedReceipt };
+export type { Progress, Sampling, CodecReport, ExportOptions, ImportResult, EvictResult, RepairReport, StorageInfo, Tier, SignedReceipt, WriteQueueStats };
 export type { CodecConstraints, CodecPolicy, Dtype };
 
 export interface CallOptions {
   /** Cancels the call; a cancelled call rejects with Aborted and writes nothing. */
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /**
+   * A call that makes a state resolves once the state is in memory and its
+   * write is queued (write-behind): other calls here can use it at once, and
+   * it reaches IndexedDB (and other pages) a moment later. With `durable:
+   * true` the call also waits until its own write has landed, and rejects
+   * with that write's error if it fails. See flush().
+   */
+  durable?: boolean;
 }
 
 export type DeviceChoice = 'auto' | 'webgpu' | 'wasm';
@@ -216,7 +224,8 @@ export interface StateInfo {
   key: string;
   tokens: number;
   bytes: number;
-  tier: Tier;
+  /** 'queued': made by a call that returned, held in memory, its write not landed yet (not in IndexedDB, not seen by other pages). */
+  tier: Tier | 'queued';
   parent: string | null;
   codec: string;
   model: string;
@@ -305,6 +314,14 @@ export interface Health {
   budgetBytes: number | null;
   statesDamaged: number;
   statesPinned: number;
+  /** Write-behind: writes queued behind calls that returned, and what became of them since the worker started. */
+  writes: WriteQueueStats;
+}
+
+/** What flush() waited for. */
+export interface FlushResult {
+  /** Queued writes that landed while it waited. */
+  stored: number;
 }
 
 export interface VerifyResult {
@@ -365,6 +382,12 @@ export interface Statecart {
   checkStore(req?: Record<string, never>, opts?: CallOptions): Promise<RepairReport>;
   /** Deletes every stored state. */
   clearStore(req?: Record<string, never>, opts?: CallOptions): Promise<void>;
+  /**
+   * Waits until every state made so far is stored (write-behind: calls
+   * return before their writes land). Rejects with StateNotStored when a
+   * queued write failed since the last report; each failure is reported once.
+   */
+  flush(req?: Record<string, never>, opts?: CallOptions): Promise<FlushResult>;
 }
 
 /** The protocol methods, by name (the worker handler and the client list them once, here). */
@@ -394,6 +417,7 @@ export const STATECART_METHODS = [
   'requestPersistence',
   'checkStore',
   'clearStore',
+  'flush',
 ] as const satisfies readonly (keyof Statecart)[];
 
 // Every method of the interface is in the list above (a compile error here names the one missing).

@@ -62,9 +62,15 @@ export class Engine {
     return findPrefix(this.store, model, chain, minLen, known, maxLen);
   }
 
-  /** Every state the protocol makes goes to the store through here. */
-  private save(input: PutRequest): Promise<PutResult> {
-    return this.store.putState(input);
+  /**
+   * Every state the protocol makes goes to the store through here. Its write
+   * goes behind the call (src/store/write-queue.ts): this resolves once the
+   * state is in memory and its write is queued, or, for a durable call, once
+   * the write has landed (rejecting with the write's error).
+   */
+  private async save(input: PutRequest, o: WriteOptions): Promise<PutResult> {
+    const q = await this.store.queueState(input);
+    return o.durable ? q.landed() : q;
   }
 
   /**
@@ -74,7 +80,7 @@ export class Engine {
   private async build(
     model: StateModel,
     tokens: number[],
-    ro: RunOptions,
+    ro: WriteOptions,
     op: 'create' | 'compact',
     label?: string,
     input?: Manifest,
@@ -154,20 +160,25 @@ export class Engine {
     const inputs = input ? [input.key] : prefix.manifest ? [prefix.manifest.key] : [];
     const prev = (input ? input.receipt : prefix.manifest?.receipt) ?? null;
     const processed = n - prefix.reused;
-    const res = await this.save({
-      state,
-      chain,
-      modelId: model.id,
-      modelFp: model.fingerprint,
-      provenance: model.provenance,
-      arch: model.arch,
-      parent: prefix.manifest ?? null,
-      label: label ?? (refused?.kind === 'damaged' ? existing?.label : undefined),
-      receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
-      // (a refused state under this key is written over)
-      replace: Boolean(existing),
-    });
-    const extra = await this.saveTaken(model, chain, state, taken, plan, prefix.reused, prefix.manifest ?? null, inputs, prev);
+    const res = await this.save(
+      {
+        state,
+        chain,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        provenance: model.provenance,
+        arch: model.arch,
+        parent: prefix.manifest ?? null,
+        // (its first tokens are that manifest's numbers as read: lossy blocks can be taken by reference too)
+        restoredFromParent: Boolean(prefix.manifest),
+        label: label ?? (refused?.kind === 'damaged' ? existing?.label : undefined),
+        receipt: (digest: string) => this.makeReceipt(op, model, inputs, op === 'compact' ? 0 : processed, key, digest, processed, prefix.reused, prev),
+        // (a refused state under this key is written over)
+        replace: Boolean(existing),
+      },
+      ro,
+    );
+    const extra = await this.saveTaken(model, chain, state, taken, plan, prefix.reused, prefix.manifest ?? null, inputs, prev, ro);
     return {
       key,
       manifest: res.manifest,
@@ -186,7 +197,9 @@ export class Engine {
   /**
    * Stores what a prefill took on its way, after the state it was asked for:
    * checkpoints (best effort: one that does not fit is left out) and the
-   * states of refused manifests it passed through (written over them).
+   * states of refused manifests it passed through (written over them). Their
+   * writes go behind the call too, queued after the state's own, and a
+   * durable call waits for them as well.
    */
   private async saveTaken(
     model: StateModel,
@@ -198,6 +211,7 @@ export class Engine {
     parent: Manifest | null,
     inputs: string[],
     prev: string | null,
+    ro: WriteOptions,
     op: 'create' | 'compact' | 'infer' = 'create',
   ): Promise<{ checkpoints: string[]; healed: string[] }> {
     const checkpoints: string[] = [];
@@ -214,24 +228,29 @@ export class Engine {
       const was = heal?.kind === 'damaged' ? heal.manifest : null;
       const wasParent = was?.parent ? ((await this.store.getManifest(was.parent)) ?? null) : null;
       try {
-        const r = await this.save({
-          state: st,
-          chain: c,
-          modelId: model.id,
-          modelFp: model.fingerprint,
-          provenance: model.provenance,
-          arch: model.arch,
-          parent: was ? wasParent : last,
-          ...(was?.label ? { label: was.label } : {}),
-          ...(was
-            ? { keepReceipt: { hash: was.receipt, ...(was.receiptJson ? { json: was.receiptJson } : {}) } }
-            : {
-                receipt: (digest: string) =>
-                  this.makeReceipt(op === 'compact' ? 'create' : op, model, inputs, at - reused, k, digest, at - reused, reused, prev),
-              }),
-          ...(checkpoint || was?.checkpoint ? { checkpoint: true } : {}),
-          replace: Boolean(heal),
-        });
+        const r = await this.save(
+          {
+            state: st,
+            chain: c,
+            modelId: model.id,
+            modelFp: model.fingerprint,
+            provenance: model.provenance,
+            arch: model.arch,
+            parent: was ? wasParent : last,
+            ...(was?.label ? { label: was.label } : {}),
+            ...(was
+              ? { keepReceipt: { hash: was.receipt, ...(was.receiptJson ? { json: was.receiptJson } : {}) } }
+              : {
+                  receipt: (digest: string) =>
+                    this.makeReceipt(op === 'compact' ? 'create' : op, model, inputs, at - reused, k, digest, at - reused, reused, prev),
+                }),
+            ...(checkpoint || was?.checkpoint ? { checkpoint: true } : {}),
+            // A checkpoint whose queued write finds the store full is dropped, not reported (as below).
+            ...(heal ? {} : { bestEffort: true }),
+            replace: Boolean(heal),
+          },
+          ro,
+        );
         if (checkpoint) {
           checkpoints.push(k);
           last = r.manifest;
@@ -245,7 +264,7 @@ export class Engine {
     return { checkpoints, healed };
   }
 
-  async createState(req: CreateStateRequest, ro: RunOptions = {}): Promise<CreateStateResult> {
+  async createState(req: CreateStateRequest, ro: WriteOptions = {}): Promise<CreateStateResult> {
     const t0 = now();
     const model = await this.getModel(req.model);
     const tokens = await this.tokensOf(model, req.text, req.tokens, 'createState');
@@ -270,7 +289,7 @@ export class Engine {
     };
   }
 
-  async infer(req: InferRequest, ro: RunOptions = {}): Promise<InferResult> {
+  async infer(req: InferRequest, ro: WriteOptions = {}): Promise<InferResult> {
     const t0 = now();
     validateSampling(req?.sampling);
     const maxNew = req?.maxNewTokens ?? 16;
@@ -385,24 +404,30 @@ export class Engine {
       }
       const generateMs = now() - tg;
       throwIfAborted(ro.signal);
-      const ts = now();
       chain.append(out);
       const state = await run.state();
       if (model.keepsLastLogits) state.logits = logits;
+      // storeMs: what this call waits for the store (its write is queued, not waited for, unless durable).
+      const ts = now();
       const newKey = chain.key();
       const prev = base.receipt ?? null;
-      const res = await this.save({
-        state,
-        chain,
-        modelId: model.id,
-        modelFp: model.fingerprint,
-        provenance: model.provenance,
-        arch: model.arch,
-        parent: found.manifest && found.reused >= n0 ? found.manifest : base,
-        receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
-        // (a refused state under this key is written over)
-        ...(refusedEnd ? { replace: true } : {}),
-      });
+      const res = await this.save(
+        {
+          state,
+          chain,
+          modelId: model.id,
+          modelFp: model.fingerprint,
+          provenance: model.provenance,
+          arch: model.arch,
+          parent: found.manifest && found.reused >= n0 ? found.manifest : base,
+          // (its first tokens are that manifest's numbers as read: lossy blocks can be taken by reference too)
+          restoredFromParent: Boolean(found.manifest && found.reused >= n0),
+          receipt: (digest) => this.makeReceipt('infer', model, [req.stateKey], delta.length, newKey, digest, processed, reused, prev),
+          // (a refused state under this key is written over)
+          ...(refusedEnd ? { replace: true } : {}),
+        },
+        ro,
+      );
       const extra = await this.saveTaken(
         model,
         chain,
@@ -413,6 +438,7 @@ export class Engine {
         found.reused >= n0 ? (found.manifest ?? base) : base,
         [req.stateKey],
         prev,
+        ro,
         'infer',
       );
       // Already stored (the same tokens came out before): this call's receipt is made, not stored.
@@ -484,7 +510,7 @@ export class Engine {
    * state. Deleting the intermediates then frees only what nothing else uses
    * (the store's mark-and-sweep).
    */
-  async merge(req: MergeRequest, ro: RunOptions = {}): Promise<MergeResult> {
+  async merge(req: MergeRequest, ro: WriteOptions = {}): Promise<MergeResult> {
     const keys = req?.stateKeys;
     if (!Array.isArray(keys) || keys.length === 0 || keys.some((k) => typeof k !== 'string'))
       throw new InvalidInput('merge: stateKeys is a non-empty list of state keys, oldest first');
@@ -511,19 +537,23 @@ export class Engine {
     throwIfAborted(ro.signal);
     // The last step that may be cancelled: from here on the merge is written.
     const chain = await KeyChain.create(model.fingerprint, last.tokens);
-    const res = await this.save({
-      state,
-      chain,
-      modelId: model.id,
-      modelFp: model.fingerprint,
-      provenance: model.provenance,
-      arch: model.arch,
-      parent: null,
-      label: last.label,
-      pinned: last.pinned,
-      receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
-      replace: true,
-    });
+    const res = await this.save(
+      {
+        state,
+        chain,
+        modelId: model.id,
+        modelFp: model.fingerprint,
+        provenance: model.provenance,
+        arch: model.arch,
+        parent: null,
+        label: last.label,
+        pinned: last.pinned,
+        receipt: (digest) => this.makeReceipt('merge', model, [...keys], 0, last.key, digest, 0, state.tokens.length, last.receipt ?? null),
+        replace: true,
+      },
+      // The intermediates are deleted only once the merged state has landed.
+      { ...ro, durable: true },
+    );
     const receipt = res.receipt!;
     const released: string[] = [];
     const keptPinned: string[] = [];
@@ -549,7 +579,7 @@ export class Engine {
    * tokens sit at new positions, so their KV must be recomputed. The first
    * part is a prefix of the old state, so it comes from the store.
    */
-  async compact(req: CompactRequest, ro: RunOptions = {}): Promise<CompactResult> {
+  async compact(req: CompactRequest, ro: WriteOptions = {}): Promise<CompactResult> {
     const t0 = now();
     const base = (await this.store.lookup(req?.stateKey))?.manifest;
     if (!base) throw new StateNotFound(req?.stateKey);
@@ -662,6 +692,9 @@ export class Engine {
     });
   }
 }
+
+/** A call's run options, and whether it waits for its own write to land (src/engine/api.ts, CallOptions.durable). */
+type WriteOptions = RunOptions & { durable?: boolean };
 
 interface Built {
   key: string;

@@ -113,6 +113,7 @@ export class LocalStatecart implements Statecart {
   requestPersistence: Statecart['requestPersistence'] = () => requestPersistence();
   checkStore: Statecart['checkStore'] = () => this.store.repair();
   clearStore: Statecart['clearStore'] = () => this.store.clear();
+  flush: Statecart['flush'] = () => this.store.flush();
 
   health: Statecart['health'] = async (): Promise<Health> => {
     const [u, est, persisted] = await Promise.all([this.store.usage(), originEstimate(), isPersisted()]);
@@ -125,7 +126,8 @@ export class LocalStatecart implements Statecart {
       deviceReason: m?.deviceReason ?? null,
       model: m?.id ?? null,
       modelFp: m?.fingerprint ?? null,
-      statesHot: st.statesHot,
+      // (a state whose write is queued is in memory too)
+      statesHot: st.statesHot + st.writes.queued,
       statesStored: u.states,
       bytesStored: u.bytes,
       logicalBytes: u.logicalBytes,
@@ -137,12 +139,13 @@ export class LocalStatecart implements Statecart {
       budgetBytes: this.store.budgetBytes,
       statesDamaged: u.damaged,
       statesPinned: u.pinned,
+      writes: st.writes,
     };
   };
 }
 
-function runOptions(o?: CallOptions): { signal?: AbortSignal; onProgress?: CallOptions['onProgress'] } {
-  return { ...(o?.signal ? { signal: o.signal } : {}), ...(o?.onProgress ? { onProgress: o.onProgress } : {}) };
+function runOptions(o?: CallOptions): { signal?: AbortSignal; onProgress?: CallOptions['onProgress']; durable?: boolean } {
+  return { ...(o?.signal ? { signal: o.signal } : {}), ...(o?.onProgress ? { onProgress: o.onProgress } : {}), ...(o?.durable ? { durable: true } : {}) };
 }
 
 function keyOf(req: { stateKey?: unknown } | undefined, what: string): string {

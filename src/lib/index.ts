@@ -160,7 +160,7 @@ export async function createStatecart(o: StatecartOptions = {}): Promise<Stateca
   // A cancelled call stops the worker's work and writes nothing.
   const call = (method: (typeof STATECART_METHODS)[number], req: unknown, opts?: CallOptions): Promise<unknown> => {
     if (opts?.signal?.aborted) return Promise.reject(new Aborted({ before: true }));
-    const wire = opts && (opts.signal || opts.onProgress) ? new WireOptions(opts) : undefined;
+    const wire = opts && (opts.signal || opts.onProgress || opts.durable) ? new WireOptions(opts) : undefined;
     return sup.run((remote) => (remote.call as (m: string, r: unknown, o?: WireOptions) => Promise<unknown>)(method, req, wire));
   };
   const methods = Object.fromEntries(STATECART_METHODS.map((m) => [m, (req: unknown, opts?: CallOptions) => call(m, req, opts)])) as unknown as Statecart;

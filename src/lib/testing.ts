@@ -18,6 +18,7 @@ export function testing(client: StatecartClient): DebugApi {
     fault: (kind) => sup.run((r) => dbg(r).fault(kind)),
     storeFault: (n) => sup.run((r) => dbg(r).storeFault(n)),
     dropHot: () => sup.run((r) => dbg(r).dropHot()),
+    holdWrites: (on) => sup.run((r) => dbg(r).holdWrites(on)),
     probe: (req) => sup.run((r) => dbg(r).probe(req)),
     counters: () => sup.run((r) => dbg(r).counters()),
   };

@@ -89,30 +89,45 @@ export function joinBlocks(tokens: number[], specs: TensorSpec[], blocks: { star
     return { tokens: [...tokens], tensors, ...(logits ? { logits } : {}) };
   }
   const T = tokens.length;
-  const tensors = stateSpecs.map((s) => {
-    const dims = dimsAt(s, T);
-    return { name: s.name, dims, tokenAxis: s.tokenAxis, data: new Float32Array(product(dims)) };
-  });
+  const tensors = allocTensors(stateSpecs, T);
   let covered = 0;
   for (const b of blocks) {
     if (b.start !== covered) throw new CorruptBlob({ problem: `state blocks are not contiguous at token ${covered}` });
-    const len = b.end - b.start;
-    let o = 0;
-    for (const t of tensors) {
-      const ax = t.tokenAxis!;
-      const outer = product(t.dims.slice(0, ax));
-      const inner = product(t.dims.slice(ax + 1));
-      for (let i = 0; i < outer; i++) {
-        if (o + len * inner > b.data.length) throw new CorruptBlob({ problem: 'a stored KV block is shorter than its manifest says' });
-        t.data.set(b.data.subarray(o, o + len * inner), (i * T + b.start) * inner);
-        o += len * inner;
-      }
-    }
-    if (o !== b.data.length) throw new CorruptBlob({ problem: 'a stored KV block is longer than its manifest says' });
+    placeBlock(tensors, T, b.start, b.end, b.data);
     covered = b.end;
   }
   if (covered !== T) throw new CorruptBlob({ problem: `state blocks cover ${covered} of ${T} tokens` });
   return { tokens: [...tokens], tensors };
+}
+
+/** Zeroed tensors of a sliceable state of T tokens, for placeBlock to fill. */
+export function allocTensors(specs: TensorSpec[], T: number): StateTensor[] {
+  return specs.map((s) => {
+    const dims = dimsAt(s, T);
+    return { name: s.name, dims, tokenAxis: s.tokenAxis, data: new Float32Array(product(dims)) };
+  });
+}
+
+/**
+ * Copies one block's values into a state's tensors (T tokens): `data` is in
+ * BlockSlice layout with `span` tokens per row, of which the first
+ * `end − start` are kept (a shorter state's tail in a longer state's block).
+ * One copy, straight from the bytes read to the tensors handed to the runtime.
+ */
+export function placeBlock(tensors: StateTensor[], T: number, start: number, end: number, data: Float32Array, span = end - start): void {
+  const len = end - start;
+  let o = 0;
+  for (const t of tensors) {
+    const ax = t.tokenAxis!;
+    const outer = product(t.dims.slice(0, ax));
+    const inner = product(t.dims.slice(ax + 1));
+    for (let i = 0; i < outer; i++) {
+      if (o + span * inner > data.length) throw new CorruptBlob({ problem: 'a stored KV block is shorter than its manifest says' });
+      t.data.set(data.subarray(o, o + len * inner), (i * T + start) * inner);
+      o += span * inner;
+    }
+  }
+  if (o !== data.length) throw new CorruptBlob({ problem: 'a stored KV block is longer than its manifest says' });
 }
 
 /** The first `n` tokens of a decoded block that holds `span` tokens (a shorter state's tail shares a longer state's block). */

@@ -8,7 +8,10 @@
 export const CHANNEL = 'statecart';
 
 export type StoreEvent =
+  /** States landed in IndexedDB (a write-behind state: when its write landed, not when its call returned). */
   | { type: 'put'; db: string; keys: string[]; from: string }
+  /** A queued write failed: these states, which their calls returned, were not stored. */
+  | { type: 'failed'; db: string; keys: string[]; reason: string; from: string }
   | { type: 'deleted'; db: string; keys: string[]; reason: 'delete' | 'evict' | 'clear'; from: string }
   | { type: 'damaged'; db: string; keys: string[]; from: string };
 

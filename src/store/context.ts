@@ -5,6 +5,7 @@ import type { WriteFault } from './fault.ts';
 import type { HotCache } from './hot-cache.ts';
 import type { Manifest } from './records.ts';
 import type { Database } from './schema.ts';
+import type { WriteQueue } from './write-queue.ts';
 
 /** A decoded state in memory, with the manifest it was read or written with. */
 export interface HotEntry {
@@ -27,6 +28,8 @@ export interface StoreCore {
   /** A transaction over several object stores, after the open-time check. */
   tx<T>(stores: string[], mode: IDBTransactionMode, cb: (tx: IDBTransaction) => T | PromiseLike<T>): Promise<T>;
   readonly hot: HotCache<HotEntry>;
+  /** The store's write order, and the states queued behind calls that have not landed (src/store/write-queue.ts). */
+  readonly queue: WriteQueue;
   readonly channel: StoreChannel;
   /** Last-use times of reads not yet written (batched into the `use` store). */
   readonly usePending: Map<string, number>;
@@ -41,6 +44,8 @@ export interface StoreCore {
     blobReads: number;
     /** Requests the last write transaction made (a fault-injection sweep goes over 1..this). */
     lastWriteRequests: number;
+    /** Blocks the last write cut, encoded and hashed (the rest it took from its parent by reference). */
+    lastBlocksPrepared: number;
     /** Corrupt or missing blobs found by reads since the store was opened. */
     damageDetected: number;
   };

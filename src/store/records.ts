@@ -158,11 +158,11 @@ export const blobNameOf = (blobKey: string): string => blobKey.slice(0, blobKey.
  * Manifest reads, for tests that check how often a call reads each manifest:
  * a count, and (when a test sets `log` to an array) each key read, with the
  * phase it was read in ('write': inside a write transaction, which reads the
- * manifests it may rewrite).
+ * manifests it may rewrite; writes run behind calls, so the phase is the
+ * reader's to say, not a time window).
  */
-export const readStats: { manifests: number; phase: 'read' | 'write'; log: { key: string; phase: 'read' | 'write' }[] | null } = {
+export const readStats: { manifests: number; log: { key: string; phase: 'read' | 'write' }[] | null } = {
   manifests: 0,
-  phase: 'read',
   log: null,
 };
 
@@ -178,9 +178,9 @@ export function upgradeManifest(m: Manifest | { v: 1 } | undefined): Manifest | 
   return { ...old, v: 2, tensors: old.tensors.map((t) => (t.dims.length === 3 && t.tokenAxis === undefined ? { ...t, tokenAxis: 1 } : t)) };
 }
 
-export async function getManifest(s: IDBObjectStore, stateKey: string): Promise<Manifest | undefined> {
+export async function getManifest(s: IDBObjectStore, stateKey: string, phase: 'read' | 'write' = 'read'): Promise<Manifest | undefined> {
   readStats.manifests++;
-  readStats.log?.push({ key: stateKey, phase: readStats.phase });
+  readStats.log?.push({ key: stateKey, phase });
   return upgradeManifest((await promisifyRequest(s.get(manifestId(stateKey)))) as Manifest | undefined);
 }
 

@@ -1,4 +1,4 @@
-import { getManifest, putManifest, blobId, type Manifest } from './records.ts';
+import { putManifest, blobId, type Manifest } from './records.ts';
 
 /**
  * Shared partial tails (sliceable states).
@@ -31,11 +31,12 @@ export interface TailCandidate {
 
 /**
  * Runs inside the transaction that writes `manifest`, after its blob digests
- * are final; reads the candidates' manifests there (it rewrites them).
+ * are final; `stored` holds the candidates' manifests as read in that
+ * transaction (it rewrites them).
  */
-export async function repointTails(s: IDBObjectStore, manifest: Manifest, candidates: TailCandidate[]): Promise<Manifest[]> {
+export function repointTails(s: IDBObjectStore, manifest: Manifest, candidates: TailCandidate[], stored: Map<string, Manifest | undefined>): Manifest[] {
   if (candidates.length === 0) return [];
-  const found = await Promise.all(candidates.map((c) => getManifest(s, c.key)));
+  const found = candidates.map((c) => stored.get(c.key));
   const byBlock = new Map(manifest.blocks.map((b) => [Math.floor(b.start / 16), b]));
   const owned = new Set<string>();
   const hits: { m: Manifest; target: (typeof manifest.blocks)[number] }[] = [];

@@ -1,5 +1,5 @@
 import type { UseStore } from 'idb-keyval';
-import { InvalidInput } from '../core/errors.ts';
+import { InvalidInput, StateNotStored } from '../core/errors.ts';
 import type { KeyChain } from '../core/key-chain.ts';
 import type { ModelState, TensorSpec } from '../core/state.ts';
 import type { BlockCodec } from './blocks.ts';
@@ -13,11 +13,13 @@ import * as read from './read.ts';
 import type { CodecPolicy, Manifest } from './records.ts';
 import { openDatabase, type Database } from './schema.ts';
 import * as write from './write.ts';
+import { WriteQueue, type WriteQueueStats } from './write-queue.ts';
 import { TextIndex, type StoredText } from './text-index.ts';
 
 export type { Tier } from './read.ts';
 export type { EvictResult, RepairReport, Usage } from './maintenance.ts';
-export type { PutInput, PutResult } from './write.ts';
+export type { PutInput, PutResult, QueuedPut } from './write.ts';
+export type { WriteQueueStats } from './write-queue.ts';
 export type { StoredText } from './text-index.ts';
 export { CODEC_PREFERENCE } from './read.ts';
 
@@ -31,6 +33,12 @@ export interface StoreOptions {
   budgetBytes?: number | null;
   /** How long reads' last-use times wait before being written in one batch (ms). */
   useFlushMs?: number;
+  /**
+   * Most bytes of states held in memory while their writes are queued
+   * (write-behind); a call that would queue more waits for the oldest write
+   * to land. Default: the hot tier's budget, at least 64 MiB.
+   */
+  queueBytes?: number;
 }
 
 export interface StorageInfo {
@@ -68,12 +76,14 @@ export class StateStore {
   private chooser: CodecChooser | undefined;
   private useTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly useFlushMs: number;
+  private readonly queueBytes: number;
   private readonly texts = new TextIndex();
 
   constructor(opts: StoreOptions = {}) {
     this.dbName = opts.dbName ?? 'statecart';
     this.useFlushMs = opts.useFlushMs ?? 1000;
     this.hot = new HotCache(opts.hotBytes ?? 256 * 1024 * 1024);
+    this.queueBytes = opts.queueBytes ?? Math.max(this.hot.budgetBytes, 64 * 1024 * 1024);
     this.channel = new StoreChannel(this.dbName);
     const db = openDatabase(this.dbName);
     this.ready = maintenance.repair(db);
@@ -84,13 +94,14 @@ export class StateStore {
       kv: ((mode, cb) => ready.then(() => core.db.idb(mode, cb))) as UseStore,
       tx: (stores, mode, cb) => ready.then(() => core.db.tx(stores, mode, cb)),
       hot: this.hot,
+      queue: new WriteQueue(),
       channel: this.channel,
       usePending: new Map(),
       hitsPending: new Map(),
       noteUse: (key) => this.noteUse(key),
       budgetBytes: checkBudget(opts.budgetBytes ?? null),
       fault: null,
-      counters: { blobReads: 0, lastWriteRequests: 0, damageDetected: 0 },
+      counters: { blobReads: 0, lastWriteRequests: 0, lastBlocksPrepared: 0, damageDetected: 0 },
     };
     this.core = core;
     if (opts.codec) this.setCodecPolicy(opts.codec);
@@ -122,18 +133,25 @@ export class StateStore {
   }
 
   /** The token ids of every stored state (kept in memory; reads only manifests this store has not seen). */
-  storedTexts(): Promise<StoredText[]> {
-    return this.texts.all(this.core);
+  async storedTexts(): Promise<StoredText[]> {
+    const stored = await this.texts.all(this.core);
+    // States whose writes are queued are served like stored ones: they count too.
+    const have = new Set(stored.map((t) => t.key));
+    for (const m of this.queued())
+      if (!have.has(m.key)) stored.push({ key: m.key, modelId: m.modelId, modelFp: m.modelFp, tokens: Uint32Array.from(m.tokens) });
+    return stored;
   }
 
-  /** The longest of these keys held in the hot tier (its index), or -1. */
+  /** The longest of these keys held in memory (hot, or queued for writing), its index, or -1. */
   longestHot(keys: string[]): number {
-    for (let i = keys.length - 1; i >= 0; i--) if (this.hot.has(keys[i]!)) return i;
+    const q = this.core.queue;
+    for (let i = keys.length - 1; i >= 0; i--) if (q.has(keys[i]!) || this.hot.has(keys[i]!)) return i;
     return -1;
   }
 
-  tierOf(key: string): read.Tier {
-    return this.hot.has(key) ? 'hot' : 'stored';
+  /** 'queued': in memory, its write queued and not landed yet; 'hot': stored and in memory; 'stored': in IndexedDB only. */
+  tierOf(key: string): read.Tier | 'queued' {
+    return this.core.queue.has(key) ? 'queued' : this.hot.has(key) ? 'hot' : 'stored';
   }
 
   /** The state of a manifest the caller holds: hot, or read and checked. */
@@ -155,20 +173,75 @@ export class StateStore {
     return read.restoreBlockPrefix(this.core, chain, blocks, specs);
   }
 
-  verify(key: string) {
+  /** Checks a stored state's blobs (a state whose write is queued is checked once it has landed). */
+  async verify(key: string) {
+    await this.core.queue.landing(key)?.catch(() => undefined);
     return read.verify(this.core, key);
   }
 
   // ------------------------------------------------------------ writing
 
-  /** Stores a state (and its receipt) in one transaction; see src/store/write.ts. */
+  /**
+   * Stores a state (and its receipt) in one transaction, after every write
+   * queued before it, and resolves once it has landed; see src/store/write.ts.
+   */
   async putState(input: PutRequest): Promise<write.PutResult> {
     // Eviction inside the write ranks states by their hits: count the recent ones.
     if (this.core.hitsPending.size) await this.flushUse();
-    const codec = input.codec ?? (this.policy.codec !== 'auto' ? this.policy.codec : await this.chooser!(input.state, this.policy, input.modelId));
-    const r = await write.putState(this.core, { ...input, codec });
+    const r = await write.putState(this.core, { ...input, codec: await this.codecFor(input) });
     this.texts.set(r.manifest);
     return r;
+  }
+
+  /**
+   * Write-behind: resolves once the state is held in memory (lookups find
+   * it) and its write is queued; `landed()` waits for the write. Only what
+   * the state adds to its parent is cut, hashed and encoded before this
+   * resolves; the transaction runs behind. A failed write is reported to
+   * whoever waits on landed(), else to the next flush() (and to other pages,
+   * as a 'failed' store event).
+   */
+  async queueState(input: PutRequest): Promise<write.QueuedPut> {
+    // Eviction inside the write ranks states by their hits: the recent ones are
+    // counted just before it, in the queue (not on the caller's path).
+    if (this.core.hitsPending.size) this.core.queue.run(() => this.flushUse()).catch(() => undefined);
+    return write.queueState(this.core, { ...input, codec: await this.codecFor(input) }, { behind: true, maxQueuedBytes: this.queueBytes });
+  }
+
+  private async codecFor(input: PutRequest): Promise<BlockCodec> {
+    return input.codec ?? (this.policy.codec !== 'auto' ? this.policy.codec : await this.chooser!(input.state, this.policy, input.modelId));
+  }
+
+  /**
+   * Waits for every write queued so far. Rejects with StateNotStored if a
+   * queued write failed and no caller was told yet (each failure is reported
+   * once); resolves with how many queued writes landed while it waited.
+   */
+  async flush(): Promise<{ stored: number }> {
+    const before = this.core.queue.stats().landed;
+    await this.core.queue.settled();
+    const failed = this.core.queue.takeFailures();
+    if (failed.length) {
+      const first = failed[0]!.error;
+      throw new StateNotStored({ keys: failed.map((f) => f.key), reason: first.message, cause: first.name });
+    }
+    return { stored: this.core.queue.stats().landed - before };
+  }
+
+  /** Resolves once every write queued so far has landed or failed (reports nothing). */
+  settled(): Promise<void> {
+    return this.core.queue.settled();
+  }
+
+  /** The states whose writes are queued and have not landed, newest entry per key. */
+  queued(): Manifest[] {
+    return this.core.queue.entries().map((e) => e.manifest);
+  }
+
+  /** Tests: lets queued writes land, then empties the hot tier, so that the next read comes from IndexedDB. */
+  async dropHot(): Promise<void> {
+    await this.core.queue.settled();
+    this.hot.clear();
   }
 
   /**
@@ -190,9 +263,12 @@ export class StateStore {
 
   // ------------------------------------------------------------ maintenance
 
+  /** Every stored manifest, and (after them) the states whose writes are queued and not landed yet. */
   async list(): Promise<Manifest[]> {
     const ms = await maintenance.list(this.core);
     for (const m of ms) this.texts.note(m);
+    const have = new Set(ms.map((m) => m.key));
+    for (const m of this.queued()) if (!have.has(m.key)) ms.push(m);
     return ms;
   }
 
@@ -200,18 +276,23 @@ export class StateStore {
     return maintenance.usage(this.core);
   }
 
+  // Maintenance writes take their turn in the write queue: a pin, delete,
+  // eviction or clear asked after a state's write applies to what that write stored.
+
   setPinned(key: string, pinned: boolean): Promise<void> {
-    return maintenance.setPinned(this.core, key, pinned);
+    return this.core.queue.run(() => maintenance.setPinned(this.core, key, pinned));
   }
 
   delete(key: string): Promise<{ blobsFreed: number; bytesFreed: number }> {
     this.texts.forget(key);
-    return maintenance.remove(this.core, key);
+    return this.core.queue.run(() => maintenance.remove(this.core, key));
   }
 
   async evict(opts: { targetBytes: number }): Promise<maintenance.EvictResult> {
-    if (this.core.hitsPending.size) await this.flushUse();
-    return maintenance.evict(this.core, opts);
+    return this.core.queue.run(async () => {
+      if (this.core.hitsPending.size) await this.flushUse();
+      return maintenance.evict(this.core, opts);
+    });
   }
 
   /**
@@ -233,13 +314,13 @@ export class StateStore {
     return maintenance.evictedAt(this.core, names);
   }
 
-  /** Runs the open-time check again. */
+  /** Runs the open-time check again (after the writes queued before it). */
   repair(): Promise<maintenance.RepairReport> {
-    return maintenance.repair(this.core.db);
+    return this.core.queue.run(() => maintenance.repair(this.core.db));
   }
 
   clear(): Promise<void> {
-    return maintenance.clear(this.core);
+    return this.core.queue.run(() => maintenance.clear(this.core));
   }
 
   /** Marks a state as used now (eviction goes least-recent first). */
@@ -269,7 +350,15 @@ export class StateStore {
   }
 
   /** What this store has counted since it was opened (health(), tests). */
-  stats(): { statesHot: number; bytesHot: number; blobReads: number; damageDetected: number; lastWriteRequests: number } {
+  stats(): {
+    statesHot: number;
+    bytesHot: number;
+    blobReads: number;
+    damageDetected: number;
+    lastWriteRequests: number;
+    lastBlocksPrepared: number;
+    writes: WriteQueueStats;
+  } {
     const c = this.core.counters;
     return {
       statesHot: this.hot.size,
@@ -277,6 +366,8 @@ export class StateStore {
       blobReads: c.blobReads,
       damageDetected: c.damageDetected,
       lastWriteRequests: c.lastWriteRequests,
+      lastBlocksPrepared: c.lastBlocksPrepared,
+      writes: this.core.queue.stats(),
     };
   }
 
@@ -302,6 +393,11 @@ export class StateStore {
   faultAfterRequests(n: number, action?: WriteFault['action']): void {
     if (!Number.isInteger(n) || n < 1) throw new InvalidInput('faultAfterRequests: n is a whole number ≥ 1');
     this.core.fault = { afterRequests: n, ...(action ? { action } : {}) };
+  }
+
+  /** Tests: holds queued writes before they start (a window between a call's return and its write), or lets them go. */
+  holdWrites(on: boolean): void {
+    this.core.queue.hold(on);
   }
 
   /** Stops listening to other pages and closes the database connection. */

@@ -58,6 +58,11 @@ export function layout(states: StateInfo[]): { placed: Placed[]; edges: [Placed,
   return { placed, edges, width: (maxDepth + 1) * (W + GX), height: Math.max(1, row) * (H + GY) };
 }
 
+/** A tier in words: a queued state is in memory and usable, but not in IndexedDB yet (its write goes behind the call that made it). */
+export function tierText(tier: StateInfo['tier']): string {
+  return tier === 'queued' ? 'not yet stored' : tier;
+}
+
 /**
  * The states the graph shows: checkpoints only when asked for (a long Mamba
  * prefill keeps one every K tokens, and they would drown the states people
@@ -82,7 +87,7 @@ export function visibleStates(states: StateInfo[], showCheckpoints: boolean): St
 }
 
 function nodeLabel(s: StateInfo): string {
-  return `state ${short(s.key)}, ${s.checkpoint ? 'checkpoint' : s.parent ? 'delta' : 'base'}${s.label ? ` "${s.label}"` : ''}, ${s.tokens} tokens, ${fmtBytes(s.bytes)}, codec ${s.codec}, tier ${s.tier}, reused ${s.hits} ${s.hits === 1 ? 'time' : 'times'}${s.pinned ? ', pinned' : ''}`;
+  return `state ${short(s.key)}, ${s.checkpoint ? 'checkpoint' : s.parent ? 'delta' : 'base'}${s.label ? ` "${s.label}"` : ''}, ${s.tokens} tokens, ${fmtBytes(s.bytes)}, codec ${s.codec}, tier ${tierText(s.tier)}, reused ${s.hits} ${s.hits === 1 ? 'time' : 'times'}${s.pinned ? ', pinned' : ''}`;
 }
 
 function draw(all: StateInfo[]): void {
@@ -122,7 +127,7 @@ function draw(all: StateInfo[]): void {
     const head = `${st.checkpoint ? 'CK ' : st.parent ? '' : 'BASE '}${short(st.key)}${st.pinned ? ' 📌' : ''}`;
     node.append(svg('text', { x: 8, y: 15, class: 'k' }, head));
     node.append(svg('text', { x: 8, y: 30 }, `${st.tokens} tok · ${fmtBytes(st.bytes)}`));
-    const meta = `${st.hits ? `${st.hits} hit${st.hits > 1 ? 's' : ''} · ` : ''}${st.codec} · ${st.tier}${st.label ? ` · ${st.label}` : ''}`;
+    const meta = `${st.hits ? `${st.hits} hit${st.hits > 1 ? 's' : ''} · ` : ''}${st.codec} · ${tierText(st.tier)}${st.label ? ` · ${st.label}` : ''}`;
     node.append(svg('text', { x: 8, y: 44, class: 'm' }, meta.length > 24 ? `${meta.slice(0, 23)}…` : meta));
     const choose = () => select(st.key);
     node.addEventListener('click', choose);

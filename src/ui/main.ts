@@ -11,6 +11,7 @@ import { initialRemotes, initRemotes } from './remotes.ts';
 import { initSavings } from './savings.ts';
 import { initStateActions } from './state-actions.ts';
 import { initStorage } from './storage.ts';
+import { watchStore } from './store-events.ts';
 
 declare global {
   interface Window {
@@ -55,6 +56,7 @@ window.statecartReady = (async () => {
   // The testing entry's hooks (fault injection, counters) for the browser tests; not in a built site.
   if (import.meta.env.DEV) window.statecartTesting = testing(client);
   initCartridges();
+  watchStore(client);
   if (params.get('autoload') !== '0' && (await loadModel())) openLinkedCartridge();
   await refresh();
   return client;

@@ -1,5 +1,6 @@
 import type { StateInfo } from '../lib/index.ts';
 import { app, onRefresh, onSelect, refresh, select } from './app.ts';
+import { tierText } from './graph.ts';
 import { $, el, errorText, fmtBytes, fmtMs, setResult, short } from './dom.ts';
 import { continueFrom } from './savings.ts';
 
@@ -31,7 +32,11 @@ function showInfo(s: StateInfo | undefined): void {
       ...row('tokens', String(s.tokens)),
       ...row('bytes', fmtBytes(s.bytes)),
       ...row('codec', s.codec),
-      ...row('tier', s.tier),
+      ...row(
+        'tier',
+        tierText(s.tier),
+        s.tier === 'queued' ? 'In memory and usable now; its write to IndexedDB is queued behind the call that made it' : undefined,
+      ),
       ...row('model', s.model),
       ...row('pinned', s.pinned ? 'yes' : 'no'),
       ...row('hits', String(s.hits), 'requests that reused this state'),

@@ -7,6 +7,7 @@ import type { LoadModelRequest, ModelInfo, Statecart, STATECART_METHODS } from '
 import type { LocalStatecart } from '../engine/statecart.ts';
 import { reportRemote, type RemoteCounters, type RemoteStatus } from '../engine/remote.ts';
 import { readStats } from '../store/records.ts';
+import type { WriteQueueStats } from '../store/store.ts';
 import { hostStats, type InitOptions } from './host.ts';
 import type { ReceivedOptions } from './wire.ts';
 import { deviceLostWithin, reportDeviceLost } from './device-lost.ts';
@@ -24,14 +25,16 @@ export interface DebugApi {
   fault(kind: 'throw' | 'close' | 'hang' | 'device-lost' | 'destroy-device'): Promise<void>;
   /** The next store write closes this worker after its n-th IndexedDB request. */
   storeFault(afterRequests: number): Promise<void>;
-  /** Drops the hot tier, so the next read comes from IndexedDB. */
+  /** Lets queued writes land, then drops the hot tier, so the next read comes from IndexedDB. */
   dropHot(): Promise<void>;
+  /** Holds queued writes before they start (true), so a test can act between a call's return and its write landing; false lets them go. */
+  holdWrites(on: boolean): Promise<void>;
   /** Last-position logits after `tokens` (on top of a stored state when given); stores nothing. */
   probe(req: { tokens: number[]; stateKey?: string }): Promise<Float32Array>;
   /**
    * Work counted since the worker started: tokens hashed, digests, manifest and blob reads, the requests of the
-   * last write transaction, models loaded (by every tab of a shared worker), engines and pages connected, and
-   * what the remote tier fetched.
+   * last write transaction, the write queue's counts and times, models loaded (by every tab of a shared worker),
+   * engines and pages connected, and what the remote tier fetched.
    */
   counters(): Promise<{
     hashTokens: number;
@@ -46,6 +49,7 @@ export interface DebugApi {
     /** Identifies the worker instance (a new one after a restart). */
     workerId: string;
     remote: RemoteCounters | null;
+    writes: WriteQueueStats | null;
   }>;
 }
 
@@ -181,7 +185,8 @@ export class WorkerHandler {
         });
     },
     storeFault: async (n) => this.sc('storeFault').store.faultAfterRequests(n, () => self.close()),
-    dropHot: async () => this.sc('dropHot').store.hot.clear(),
+    dropHot: async () => this.sc('dropHot').store.dropHot(),
+    holdWrites: async (on) => this.sc('holdWrites').store.holdWrites(on),
     probe: async (req) => {
       const sc = this.sc('probe');
       const model = await sc.getModel();
@@ -195,6 +200,7 @@ export class WorkerHandler {
       manifestReads: readStats.manifests,
       blobReads: this.slot?.store.stats().blobReads ?? 0,
       lastWriteRequests: this.slot?.store.stats().lastWriteRequests ?? 0,
+      writes: this.slot?.store.stats().writes ?? null,
       modelLoads: hostStats.modelLoads,
       engines: this.ctx.engines.size,
       pages: this.ctx.pages,

@@ -9,7 +9,8 @@ import type { CallOptions, Progress } from '../engine/api.ts';
  * - errors: every thrown error crosses as { name, message, details } and is
  *   revived as the same typed class, details included;
  * - call options: a call's AbortSignal and progress callback cross as one
- *   MessagePort; the page posts "abort" on it, the worker posts progress.
+ *   MessagePort; the page posts "abort" on it, the worker posts progress;
+ *   `durable` crosses with it as a flag.
  */
 
 /** A call's options, marked for the transfer handler. */
@@ -17,16 +18,17 @@ export class WireOptions {
   constructor(readonly options: CallOptions) {}
 }
 
-/** What the worker side of a call's options is: a signal, a progress function, and close() when the call is done. */
+/** What the worker side of a call's options is: a signal, a progress function, durable, and close() when the call is done. */
 export interface ReceivedOptions {
   signal: AbortSignal;
   onProgress?: (p: Progress) => void;
+  durable?: boolean;
   close(): void;
 }
 
 type OptionsMessage = { type: 'abort' } | { type: 'progress'; p: Progress };
 
-const optionsHandler: Comlink.TransferHandler<WireOptions | ReceivedOptions, { port: MessagePort; progress: boolean; aborted: boolean }> = {
+const optionsHandler: Comlink.TransferHandler<WireOptions | ReceivedOptions, { port: MessagePort; progress: boolean; aborted: boolean; durable: boolean }> = {
   canHandle: (v): v is WireOptions => v instanceof WireOptions,
   serialize(v) {
     const o = (v as WireOptions).options;
@@ -40,9 +42,9 @@ const optionsHandler: Comlink.TransferHandler<WireOptions | ReceivedOptions, { p
         port1.close();
       }
     };
-    return [{ port: port2, progress: typeof o.onProgress === 'function', aborted: o.signal?.aborted ?? false }, [port2]];
+    return [{ port: port2, progress: typeof o.onProgress === 'function', aborted: o.signal?.aborted ?? false, durable: o.durable === true }, [port2]];
   },
-  deserialize({ port, progress, aborted }) {
+  deserialize({ port, progress, aborted, durable }) {
     const ac = new AbortController();
     if (aborted) ac.abort();
     port.onmessage = (ev: MessageEvent<OptionsMessage>) => {
@@ -51,6 +53,7 @@ const optionsHandler: Comlink.TransferHandler<WireOptions | ReceivedOptions, { p
     return {
       signal: ac.signal,
       ...(progress ? { onProgress: (p: Progress) => port.postMessage({ type: 'progress', p } satisfies OptionsMessage) } : {}),
+      ...(durable ? { durable: true } : {}),
       close: () => {
         port.postMessage({ type: 'done' });
         port.close();

@@ -22,38 +22,38 @@ async function profile(): Promise<{ ctx: BrowserContext; page: Page; close: () =
   };
 }
 
-/** Every key and value of the page's IndexedDB store, as one string (blobs as base64). */
+/** Every key and value of the page's IndexedDB store, as one string (blobs as base64); after the queued writes land. */
 function snapshotStore(page: Page): Promise<string> {
-  return page.evaluate(
-    () =>
-      new Promise<string>((resolve, reject) => {
-        const open = indexedDB.open('statecart');
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const db = open.result;
-          const os = db.transaction('kv', 'readonly').objectStore('kv');
-          const keys = os.getAllKeys();
-          const values = os.getAll();
-          values.onsuccess = () => {
-            const enc = (v: unknown): unknown => {
-              if (v instanceof ArrayBuffer) {
-                let s = '';
-                const b = new Uint8Array(v);
-                for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
-                return 'bytes:' + btoa(s);
-              }
-              if (Array.isArray(v)) return v.map(enc);
-              if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, enc(x)]));
-              return v;
-            };
-            const out = JSON.stringify(keys.result.map((k, i) => [k, enc(values.result[i])]));
-            db.close();
-            resolve(out);
+  return page.evaluate(async () => {
+    await window.statecart?.flush();
+    return new Promise<string>((resolve, reject) => {
+      const open = indexedDB.open('statecart');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        const os = db.transaction('kv', 'readonly').objectStore('kv');
+        const keys = os.getAllKeys();
+        const values = os.getAll();
+        values.onsuccess = () => {
+          const enc = (v: unknown): unknown => {
+            if (v instanceof ArrayBuffer) {
+              let s = '';
+              const b = new Uint8Array(v);
+              for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+              return 'bytes:' + btoa(s);
+            }
+            if (Array.isArray(v)) return v.map(enc);
+            if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, enc(x)]));
+            return v;
           };
-          values.onerror = () => reject(values.error);
+          const out = JSON.stringify(keys.result.map((k, i) => [k, enc(values.result[i])]));
+          db.close();
+          resolve(out);
         };
-      }),
-  );
+        values.onerror = () => reject(values.error);
+      };
+    });
+  });
 }
 
 test.describe('cartridges: a state carried from one browser profile to another', () => {

@@ -23,6 +23,7 @@ test.describe('codecs in the browser: an int8 state in IndexedDB', () => {
       await window.statecartTesting!.dropHot();
       const cold = await sc.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 8 });
       const verify = await sc.verifyState({ stateKey: a.stateKey });
+      await sc.flush();
 
       // Flip one byte of one int8 blob, behind the store's back.
       const flipped = await new Promise<string>((resolve, reject) => {

@@ -85,7 +85,8 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
       let page = ctx.pages()[0] ?? (await ctx.newPage());
       await openPage(page);
       const text = LOREM.repeat(2);
-      const a = await page.evaluate((t) => window.statecart!.createState({ text: t }), text);
+      // durable: written before the page goes (a state still queued would go with it).
+      const a = await page.evaluate((t) => window.statecart!.createState({ text: t }, { durable: true }), text);
       await page.reload();
       await openPage(page, { clear: false });
       const afterReload = await page.evaluate(async (k) => {
@@ -125,6 +126,7 @@ test.describe('foundation: tiny-gpt2 in a worker, states in IndexedDB', () => {
       const sc = window.statecart!;
       const a = await sc.createState({ text });
       const clean = await sc.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 6 });
+      await sc.flush();
       // Flip one byte of one stored KV block, behind the store's back.
       const flipped = await new Promise<string>((resolve, reject) => {
         const open = indexedDB.open('statecart');

@@ -100,6 +100,8 @@ test.describe('Hub models through the mirror', () => {
       expect(prov.runtimes['onnxruntime-web']).toMatch(/^\d+\.\d+/);
 
       // A second visit: the files come from the browser's cache, the states from IndexedDB.
+      // Writes go behind the calls: let them land before the page goes (a state still queued would go with it).
+      await page.evaluate(() => window.statecart!.flush());
       await page.reload();
       await page.waitForFunction(() => window.statecartReady !== undefined);
       await page.evaluate(async () => {
@@ -157,6 +159,8 @@ test.describe('Hub models through the mirror', () => {
       expect(a.progress.some((p) => p.file === 'model.safetensors' && p.loaded === size(MAMBA_REPO, 'model.safetensors'))).toBe(true);
       expect(requests(mirror).filter((r) => r.startsWith('GET /cdn-lfs/'))).toHaveLength(1);
 
+      // Writes go behind the calls: let them land before the page goes (a state still queued would go with it).
+      await page.evaluate(() => window.statecart!.flush());
       await page.reload();
       await page.waitForFunction(() => window.statecartReady !== undefined);
       await page.evaluate(async () => {

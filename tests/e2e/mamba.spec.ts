@@ -278,7 +278,8 @@ test.describe('Mamba (tiny-mamba) on onnxruntime-web', () => {
       const text = LOREM.repeat(2);
       const a = await page.evaluate(async (t) => {
         const sc = window.statecart!;
-        return { ...(await sc.createState({ text: t })), tokenIds: await sc.tokenize({ text: t }) };
+        // durable: written before the page goes (a state still queued would go with it).
+        return { ...(await sc.createState({ text: t }, { durable: true })), tokenIds: await sc.tokenize({ text: t }) };
       }, text);
       await page.reload();
       await openPage(page, { model: MODEL, clear: false });

@@ -1,9 +1,10 @@
 import { test, expect, type Page } from '@playwright/test';
 import { openPage, LOREM } from './helpers.ts';
 
-/** Every key and value of the worker's IndexedDB, read from the page (same origin), blob bytes hashed. */
+/** Every key and value of the worker's IndexedDB, read from the page (same origin), blob bytes hashed; after the queued writes land. */
 async function idbSnapshot(page: Page): Promise<[string, string][]> {
   return page.evaluate(async () => {
+    await window.statecart?.flush();
     const db = await new Promise<IDBDatabase>((r, j) => {
       const q = indexedDB.open('statecart');
       q.onsuccess = () => r(q.result);

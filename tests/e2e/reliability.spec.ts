@@ -114,10 +114,12 @@ test('the statecart worker closed in the middle of a write is replaced; the stor
     const sc = await createStatecart({ model: 'tiny-gpt2', device: 'wasm', heartbeatMs: 250, hangMs: 8000, dbName: 'reliability-client-crash' });
     const long = Array.from({ length: 316 }, (_, i) => (i * 31 + 7) % 50000);
     // How many IndexedDB requests the write makes when nothing goes wrong: the points spread over them, the last one included.
+    // (durable: the call waits for its write, which otherwise lands behind it; a crash during the write then reaches the call)
     await sc.clearStore();
     await sc.createState({ tokens: long.slice(0, 40) });
     await sc.createState({ tokens: long.slice(0, 75) });
-    await sc.createState({ tokens: long });
+    await sc.flush();
+    await sc.createState({ tokens: long }, { durable: true });
     const total = (await testing(sc).counters()).lastWriteRequests;
     const points = (window as unknown as { POINTS?: number[] }).POINTS ?? [1, 21, 41, Math.floor(total * 0.6), total];
     const out = [];
@@ -125,8 +127,9 @@ test('the statecart worker closed in the middle of a write is replaced; the stor
       await sc.clearStore();
       await sc.createState({ tokens: long.slice(0, 40) });
       await sc.createState({ tokens: long.slice(0, 75) });
+      await sc.flush();
       await testing(sc).storeFault(k);
-      const first = await sc.createState({ tokens: long }).then(
+      const first = await sc.createState({ tokens: long }, { durable: true }).then(
         () => 'completed',
         (e: Error) => e.name,
       );
@@ -181,7 +184,8 @@ test('under a small byte budget: pinned states survive, least recent go first, s
     let unverified = 0;
     let orphans = 0;
     for (let i = 1; i <= 14; i++) {
-      const s = await sc.createState({ tokens: ext(i) });
+      // durable: the write (and the eviction it makes room with) has landed when the call returns, so the listing below sees its effect.
+      const s = await sc.createState({ tokens: ext(i) }, { durable: true });
       created++;
       made.push(s.stateKey);
       const keys = new Set((await sc.listStates()).map((x) => x.key));
@@ -265,6 +269,8 @@ test('two pages write and read concurrently: no lost states, one copy per key, a
               sc.createState({ text: `${text} round ${round}` }),
               sc.createState({ text: `${text} page ${i} round ${round}` }),
             ]);
+            // Written behind the calls: stored (and announced) before the other page looks.
+            await sc.flush();
             return { shared: a.stateKey, own: b.stateKey };
           },
           { round, i, text: LOREM },
@@ -432,6 +438,7 @@ test('flipped bytes in stored blobs: every read detects them, the state is liste
     const sc = window.statecart!;
     const texts = [text, text + text, 'A second text, shorter.'];
     for (const t of texts) await sc.createState({ text: t });
+    await sc.flush();
     const rawManifest = (key: string) =>
       new Promise<{ blocks: { key: string }[] }>((resolve) => {
         const open = indexedDB.open('statecart');

@@ -76,7 +76,7 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
     expect((await b.store.verify(base.stateKey)).ok).toBe(true);
     sameState((await a.store.getState(base.stateKey)).state, (await b.store.getState(base.stateKey)).state);
 
-    b.store.hot.clear();
+    await b.store.dropHot();
     const got = await b.engine.infer({ stateKey: base.stateKey, delta: NEXT, maxNewTokens: 10 });
     expect(got.tier).toBe('stored');
     expect(got.savings.tokensReused).toBe(base.tokens);
@@ -188,7 +188,7 @@ describe('cartridges: export and import through the store (tiny-gpt2, Node)', ()
     const r = await importCartridge(hostOf(b.store, b.model), delta.blob);
     expect(r).toMatchObject({ stateKey: child.newStateKey, tokens: childTokens, parent: base.stateKey, reused: false, receiptsVerified: true });
     sameState((await a.store.getState(child.newStateKey)).state, (await b.store.getState(child.newStateKey)).state);
-    b.store.hot.clear();
+    await b.store.dropHot();
     const got = await b.engine.infer({ stateKey: child.newStateKey, delta: ' and', maxNewTokens: 8 });
     expect(got.outputTokens).toEqual(want.outputTokens);
     // The parent's full blocks are shared, not stored twice.
@@ -420,13 +420,13 @@ describe('cartridges: Mamba states through the store (shapes only; the runner is
     await importCartridge(hostOf(b, model), (await exportCartridge(hostOf(a, model), pk)).blob);
     const r = await importCartridge(hostOf(b, model), delta.blob);
     expect(r).toMatchObject({ stateKey: ck, parent: pk, codec: 'delta', reused: false });
-    b.hot.clear();
+    await b.dropHot();
     // fp32 inside the delta is XOR of the bits: exact.
     sameState(child, (await b.getState(ck)).state);
 
     const c = new StateStore({ dbName: `mamba-c-${Math.random()}` });
     expect((await importCartridge(hostOf(c, model), whole.blob)).stateKey).toBe(ck);
-    c.hot.clear();
+    await c.dropHot();
     sameState(child, (await c.getState(ck)).state);
 
     // Under the parent's key, a state with other numbers: the delta is refused, the store unchanged.

@@ -20,7 +20,7 @@ function row(r: CodecReport, c: string) {
 async function remeasure(model: StateModel, reference: ModelState, r: CodecReport, c: CodecConstraints) {
   const { store } = await nodeEngine();
   const { key } = await storeState(store, { state: reference, modelId: model.id, modelFp: model.fingerprint, codec: r.choice });
-  store.hot.clear();
+  await store.dropHot();
   const back = (await store.getState(key)).state;
   const q = await measureQuality(model, reference, back, { probeTokens: c.probeTokens, greedyTokens: c.greedyTokens ?? 32 });
   if (c.maxLogitError !== undefined) expect(q.maxLogitError).toBeLessThanOrEqual(c.maxLogitError);

@@ -118,14 +118,14 @@ describe('store with a codec policy', () => {
     const warm = await store.getState(a.stateKey);
     expect(warm.tier).toBe('hot');
     warm.state.tensors.forEach((t, i) => expect(maxAbsDiff(t.data, expected.tensors[i]!.data)).toBe(0));
-    store.hot.clear();
+    await store.dropHot();
     const got = await store.getState(a.stateKey);
     expect(got.tier).toBe('stored');
     got.state.tensors.forEach((t, i) => expect(Array.from(t.data)).toEqual(Array.from(expected.tensors[i]!.data)));
 
     // It continues, and the hot and the stored tier agree token for token.
     const hot = await engine.infer({ stateKey: a.stateKey, delta: ' Then', maxNewTokens: 8 });
-    store.hot.clear();
+    await store.dropHot();
     const cold = await engine.infer({ stateKey: a.stateKey, delta: ' Then', maxNewTokens: 8 });
     expect(cold.tier).toBe('stored');
     expect(cold.outputTokens).toEqual(hot.outputTokens);
@@ -163,7 +163,7 @@ describe('store with a codec policy', () => {
       s.put({ ...rec, data: bytes.buffer }, 'b:' + victim.key);
       return promisifyRequest(s.transaction);
     });
-    store.hot.clear();
+    await store.dropHot();
     await expect(store.getState(a.stateKey)).rejects.toBeInstanceOf(CorruptBlob);
     expect((await store.verify(a.stateKey)).ok).toBe(false);
   });
@@ -196,7 +196,7 @@ describe('store with a codec policy', () => {
     const key = await stateKey(model.fingerprint, tokens);
     for (const c of ['fp32', 'fp16', 'kivi4'] as const) {
       await storeState(store, { state, modelId: model.id, modelFp: model.fingerprint, codec: c });
-      store.hot.clear();
+      await store.dropHot();
       const back = await store.getState(key);
       expect(back.manifest.codec).toBe(c);
       const want = encodeState(state, c).decoded;
@@ -218,7 +218,7 @@ describe('store with a codec policy', () => {
     state.logits = logits; // a Mamba state is stored with its last logits
     const want = encodeState(state, 'kivi4');
     expect(m.bytes).toBe(want.bytes);
-    store.hot.clear();
+    await store.dropHot();
     const back = await store.getState(a.stateKey);
     back.state.tensors.forEach((t, i) => expect(maxAbsDiff(t.data, want.decoded.tensors[i]!.data)).toBe(0));
     const cont = await engine.infer({ stateKey: a.stateKey, deltaTokens: [5, 6], maxNewTokens: 4 });

@@ -17,7 +17,8 @@ describe('engine (Node, fake IndexedDB, onnxruntime-node)', () => {
     expect(b.savings.naiveTokens).toBe(a.tokens + b.deltaTokens + 8);
     expect(b.savings.tokensProcessed).toBe(b.deltaTokens + 8);
     expect(b.tier).toBe('hot');
-    store.hot.clear();
+    // (its write landed first: write-behind)
+    await store.dropHot();
     const c = await engine.infer({ stateKey: a.stateKey, delta: ' Next', maxNewTokens: 8 });
     expect(c.tier).toBe('stored');
     expect(c.outputTokens).toEqual(b.outputTokens);
@@ -33,6 +34,8 @@ describe('engine (Node, fake IndexedDB, onnxruntime-node)', () => {
     const a = await engine.createState({ text: BASE });
     const b = await engine.createState({ text: BASE + ' and a branch that goes on for a while' });
     expect(b.reused).toBe(a.tokens);
+    // (usage counts what has landed: writes go behind the calls)
+    await store.flush();
     const u = await store.usage();
     // The first state's blocks all lie inside the second's (its partial tail
     // is read from the head of the second's block): one copy of each.

@@ -5,9 +5,18 @@ import { readStats } from '../../src/store/records.ts';
 
 // The key travels as a value: one chain per call, each token hashed once, and
 // each manifest read once outside the write (which reads the manifests it may
-// rewrite, in its own transaction). These count that work.
+// rewrite, in its own transaction). These count that work. Writes go behind
+// the calls: a counted call includes flush(), so its write is counted with it,
+// and the work before it has landed first.
 
 const ids = (n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 17) % 50257);
+
+/** A call's result once its write has landed. */
+async function landed<T>(sc: { flush(): Promise<unknown> }, call: Promise<T>): Promise<T> {
+  const r = await call;
+  await sc.flush();
+  return r;
+}
 
 async function counted<T>(fn: () => Promise<T>) {
   const t0 = hashStats.tokens;
@@ -28,9 +37,9 @@ describe('one request, one key chain (the in-thread Statecart)', () => {
     const sc = await localStatecart();
     await sc.loadModel({ model: 'tiny-gpt2' });
     const base = await sc.createState({ tokens: ids(40, 1) });
-    sc.store.hot.clear();
+    await sc.store.dropHot();
     const delta = ids(5, 2);
-    const r = await counted(() => sc.infer({ stateKey: base.stateKey, deltaTokens: delta, maxNewTokens: 3 }));
+    const r = await counted(() => landed(sc, sc.infer({ stateKey: base.stateKey, deltaTokens: delta, maxNewTokens: 3 })));
     expect(r.value.tier).toBe('stored');
     // 40 + 5 + 3 tokens, each fed to SHA-256 once.
     expect(r.tokensHashed).toBe(40 + 5 + 3);
@@ -52,7 +61,8 @@ describe('one request, one key chain (the in-thread Statecart)', () => {
     const sc = await localStatecart();
     await sc.loadModel({ model: 'tiny-gpt2' });
     const base = await sc.createState({ tokens: ids(64, 3) });
-    const r = await counted(() => sc.infer({ stateKey: base.stateKey, deltaTokens: ids(8, 4), maxNewTokens: 4 }));
+    await sc.flush();
+    const r = await counted(() => landed(sc, sc.infer({ stateKey: base.stateKey, deltaTokens: ids(8, 4), maxNewTokens: 4 })));
     expect(r.value.tier).toBe('hot');
     expect(r.tokensHashed).toBe(64 + 8 + 4);
     expect(r.outside.size).toBe(0);
@@ -62,10 +72,10 @@ describe('one request, one key chain (the in-thread Statecart)', () => {
     const sc = await localStatecart();
     await sc.loadModel({ model: 'tiny-gpt2' });
     const tokens = ids(50, 5);
-    const first = await counted(() => sc.createState({ tokens }));
+    const first = await counted(() => landed(sc, sc.createState({ tokens })));
     expect(first.tokensHashed).toBe(50);
     expect([...first.outside.values()].every((c) => c === 1)).toBe(true);
-    const again = await counted(() => sc.createState({ tokens }));
+    const again = await counted(() => landed(sc, sc.createState({ tokens })));
     expect(again.value.stateKey).toBe(first.value.stateKey);
     expect(again.value.processed).toBe(0);
     expect(again.tokensHashed).toBe(50);
@@ -79,6 +89,7 @@ describe('one request, one key chain (the in-thread Statecart)', () => {
     await sc.loadModel({ model: 'tiny-gpt2' });
     const a = await sc.createState({ tokens: ids(30, 6) });
     const b = await sc.infer({ stateKey: a.stateKey, deltaTokens: ids(4, 7), maxNewTokens: 2 });
+    await sc.flush();
     const m = (await sc.store.getManifest(b.newStateKey))!;
     expect(m.receipt).toBe(b.receipt.hash);
     expect(m.blobDigest).toBe(b.receipt.receipt.blob_digest);

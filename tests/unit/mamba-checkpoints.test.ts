@@ -90,6 +90,26 @@ describe('Mamba checkpoints (tiny-mamba, Node, fake IndexedDB)', () => {
     expect(c.processed).toBe(req.length - 128);
   });
 
+  it('write-behind: a checkpoint whose queued write finds the store full is dropped unreported; the state asked for is reported', async () => {
+    const model = await loadNodeModel('tiny-mamba');
+    const { store, engine } = await fresh(model, 16);
+    const base = await engine.createState({ tokens: pseudoTokens(10, model.vocabSize, 7) }, { durable: true });
+    await store.setPinned(base.stateKey, true);
+    // Room for nothing more: the pinned base fills the budget.
+    await store.setBudget((await store.usage()).bytes);
+    const r = await engine.createState({ tokens: pseudoTokens(40, model.vocabSize, 8) });
+    expect(r.checkpoints).toHaveLength(2);
+    const err = await store.flush().then(
+      () => null,
+      (e: Error & { details?: Record<string, unknown> }) => e,
+    );
+    expect(err?.name).toBe('StateNotStored');
+    expect(err?.details?.keys).toEqual([r.stateKey]);
+    expect(await store.getManifest(r.stateKey)).toBeUndefined();
+    for (const k of r.checkpoints) expect(await store.getManifest(k)).toBeUndefined();
+    expect((await store.usage()).states).toBe(1);
+  });
+
   it('checkpointEvery is checked', async () => {
     const model = await loadNodeModel('tiny-mamba');
     const { engine } = await fresh(model);

@@ -13,7 +13,7 @@ describe('engine on tiny-mamba (Node, fake IndexedDB)', () => {
     const a = await engine.createState({ tokens });
     expect(a.processed).toBe(150);
     // From IndexedDB, not from memory: the logits must have been stored, digest-checked, with the state.
-    store.hot.clear();
+    await store.dropHot();
     const r = await engine.infer({ stateKey: a.stateKey, maxNewTokens: 6 });
     expect(r.tier).toBe('stored');
     expect(r.savings.tokensReused).toBe(150);

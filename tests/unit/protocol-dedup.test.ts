@@ -26,17 +26,18 @@ describe('dedup: shared blocks and shared tails', () => {
     expect(DELTAS.every((d) => d >= 10 && d <= 40)).toBe(true);
     const base = await engine.createState({ tokens: ids(512, 1) });
     const keys = [base.stateKey];
-    const held: ModelState[] = [store.hot.get(base.stateKey)!.state];
+    const held: ModelState[] = [(await store.getState(base.stateKey)).state];
     let key = base.stateKey;
     for (let i = 0; i < DELTAS.length; i++) {
       const r = await engine.infer({ stateKey: key, deltaTokens: ids(DELTAS[i]!, 100 + i), maxNewTokens: 0 });
       expect(r.savings.tokensProcessed).toBe(DELTAS[i]);
       key = r.newStateKey;
       keys.push(key);
-      held.push(store.hot.get(key)!.state);
+      held.push((await store.getState(key)).state);
     }
     const unique = 512 + DELTAS.reduce((a, b) => a + b, 0);
     expect((await engine.getState(key)).tokens).toBe(unique);
+    await store.flush();
     const sizes = await blobSizes(store);
     const stored = [...sizes.values()].reduce((a, b) => a + b, 0);
     const bound = unique * kvBytesPerToken(model);
@@ -45,14 +46,14 @@ describe('dedup: shared blocks and shared tails', () => {
     );
     expect(stored).toBeLessThanOrEqual(1.05 * bound);
     // Every state of the chain still reads back, from IndexedDB, exactly as it was computed.
-    store.hot.clear();
+    await store.dropHot();
     for (let i = 0; i < keys.length; i++) {
       const { state, tier } = await store.getState(keys[i]!);
       expect(tier).toBe('stored');
       expect(sameState(state, held[i]!), `state ${i} (${held[i]!.tokens.length} tokens) reads back bit-exact`).toBe(true);
     }
     // Releasing the longest state keeps the shorter ones whole (their tails now live in its blocks).
-    store.hot.clear();
+    await store.dropHot();
     await engine.deleteState(key);
     const prev = await store.getState(keys[keys.length - 2]!);
     expect(sameState(prev.state, held[held.length - 2]!)).toBe(true);
@@ -63,14 +64,14 @@ describe('dedup: shared blocks and shared tails', () => {
     const { engine, store } = await nodeEngine();
     const root = ids(40, 7);
     const p = await engine.createState({ tokens: root });
-    const heldP = store.hot.get(p.stateKey)!.state;
+    const heldP = (await store.getState(p.stateKey)).state;
     const t = await engine.createState({ tokens: [...root, 5, 6, 7] }); // p's tail → t's block
     const n = await engine.createState({ tokens: [...root, 9, 9] }); // branches from p inside the same block
-    store.hot.clear();
+    await store.dropHot();
     expect(sameState((await store.getState(p.stateKey)).state, heldP)).toBe(true);
     for (const k of [t.stateKey, n.stateKey]) expect((await store.verify(k)).ok).toBe(true);
     await engine.deleteState(t.stateKey);
-    store.hot.clear();
+    await store.dropHot();
     expect(sameState((await store.getState(p.stateKey)).state, heldP)).toBe(true);
     expect(p.tokens % BLOCK_TOKENS).not.toBe(0);
   });
@@ -79,6 +80,7 @@ describe('dedup: shared blocks and shared tails', () => {
     const { engine, store, model } = await nodeEngine();
     const baseTokens = ids(512, 3);
     const base = await engine.createState({ tokens: baseTokens });
+    await store.flush();
     const baseBlobs = [...(await blobSizes(store)).keys()];
     expect(baseBlobs.length).toBe(512 / BLOCK_TOKENS);
     for (let a = 0; a < 100; a++) {
@@ -91,6 +93,7 @@ describe('dedup: shared blocks and shared tails', () => {
         expect(r.savings.tokensReused).toBe(512);
       }
     }
+    await store.flush();
     const sizes = await blobSizes(store);
     const u = await store.usage();
     expect(u.states).toBe(101);

@@ -47,6 +47,7 @@ describe('determinism, cancel, hot tier', () => {
     for (let i = 0; i < 2; i++) {
       const { engine, store } = await nodeEngine();
       const r = await script(engine);
+      await store.flush();
       runs.push({ ...r, snap: await snapshot(store) });
     }
     const [x, y] = runs as [(typeof runs)[0], (typeof runs)[0]];
@@ -64,6 +65,7 @@ describe('determinism, cancel, hot tier', () => {
     const { engine, store } = await nodeEngine();
     const a = await engine.createState({ tokens: ids(100, 5) });
     await engine.infer({ stateKey: a.stateKey, deltaTokens: ids(9, 6), maxNewTokens: 2 });
+    await store.flush();
     return { engine, store, key: a.stateKey };
   }
 
@@ -122,7 +124,7 @@ describe('determinism, cancel, hot tier', () => {
   it('a second infer on the same state reads no blob from IndexedDB; getState says which tier', async () => {
     const { engine, store } = await nodeEngine();
     const a = await engine.createState({ tokens: ids(200, 10) });
-    store.hot.clear();
+    await store.dropHot();
     expect((await engine.getState(a.stateKey)).tier).toBe('stored');
     const r0 = store.stats().blobReads;
     const first = await engine.infer({ stateKey: a.stateKey, deltaTokens: ids(5, 11), maxNewTokens: 3 });

@@ -27,7 +27,7 @@ describe('merge and compact', () => {
     expect(m.receipt.receipt.prev).toBe(c.receipt.hash);
     expect(await verifyReceipts([a.receipt, b.receipt, c.receipt, m.receipt])).toEqual({ ok: true });
     // Continues exactly as a fresh state of the same tokens, from IndexedDB.
-    store.hot.clear();
+    await store.dropHot();
     const after = await engine.infer({ stateKey: m.newStateKey, maxNewTokens: 8 });
     const tokens = (await store.getManifest(m.newStateKey))!.tokens;
     const fresh = await nodeEngine();
@@ -82,7 +82,7 @@ describe('merge and compact', () => {
     expect(r.receipt.receipt.input_keys).toEqual([c.newStateKey]);
     expect(r.receipt.receipt.prev).toBe(c.receipt.hash);
     expect(await verifyReceipts([a.receipt, b.receipt, c.receipt, r.receipt])).toEqual({ ok: true });
-    store.hot.clear();
+    await store.dropHot();
     const cont = await engine.infer({ stateKey: r.newStateKey, deltaTokens: ids(10, 13), maxNewTokens: 8 });
     const fresh = await nodeEngine();
     const f = await fresh.engine.createState({ tokens: kept });

@@ -27,6 +27,8 @@ async function setup(opts: { budgetBytes?: number; checkpointEvery?: number } = 
 const ids = (len: number, salt: number) => pseudoTokens(len, 50257, salt);
 
 async function editManifest(store: StateStore, key: string, edit: (m: Manifest) => void): Promise<void> {
+  // Writes go behind the calls: edit what has landed, not what a queued write puts back later.
+  await store.flush();
   await store.idb('readwrite', async (s) => {
     const m = (await promisifyRequest(s.get('m:' + key))) as Manifest;
     edit(m);
@@ -38,6 +40,7 @@ async function editManifest(store: StateStore, key: string, edit: (m: Manifest) 
 }
 
 async function flipBlob(store: StateStore, blobKey: string): Promise<void> {
+  await store.flush();
   await store.idb('readwrite', async (s) => {
     const rec = (await promisifyRequest(s.get('b:' + blobKey))) as BlockRecord;
     const bytes = new Uint8Array(rec.data.slice(0));

@@ -75,7 +75,7 @@ describe('sampling', () => {
     for (const sampling of [undefined, { temperature: 0.9, topK: 40, topP: 0.95, seed: 1234 }, { temperature: 1.3, seed: 7 }]) {
       const { engine, store } = await nodeEngine();
       const a = await engine.createState({ text: base });
-      store.hot.clear();
+      await store.dropHot();
       const cached = await engine.infer({ stateKey: a.stateKey, delta, maxNewTokens: 16, sampling });
       expect(cached.savings.tokensReused).toBe(a.tokens);
       const { engine: e2, model } = await nodeEngine();

@@ -69,7 +69,7 @@ describe('corrupt data is never served', () => {
     const clean = await engine.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 5 });
     const m = (await store.getManifest(a.stateKey))!;
     await flip(store, m.blocks[1]!.key, 100);
-    store.hot.clear();
+    await store.dropHot();
     expect((await store.verify(a.stateKey)).ok).toBe(false);
     const info = await engine.getState(a.stateKey);
     expect(info.damaged).toEqual({ reason: 'digest mismatch', blocks: 1 });
@@ -82,7 +82,7 @@ describe('corrupt data is never served', () => {
     expect((await store.verify(a.stateKey)).ok).toBe(true);
     // Damage it again and continue it: infer recomputes, and the continuation is the clean one.
     await flip(store, (await store.getManifest(a.stateKey))!.blocks[0]!.key, 5);
-    store.hot.clear();
+    await store.dropHot();
     const healed = await engine.infer({ stateKey: a.stateKey, delta: ' so', maxNewTokens: 5 });
     expect(healed.tier).toBe('recomputed');
     expect(healed.outputTokens).toEqual(clean.outputTokens);

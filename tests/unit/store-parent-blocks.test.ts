@@ -21,7 +21,7 @@ describe('a state written after its parent reuses the blocks the parent names', 
     const mb = await storeState(store, { state: b.state, modelId: model.id, modelFp: model.fingerprint, parent: a.stateKey });
     expect(mb.blocks.slice(0, 4).map((x) => [x.key, x.digest])).toEqual(parent.blocks.slice(0, 4).map((x) => [x.key, x.digest]));
     expect(mb.blocks).toHaveLength(7);
-    store.hot.clear();
+    await store.dropHot();
     const back = await store.getState(bKey);
     back.state.tensors.forEach((t, i) =>
       expect(
@@ -39,7 +39,7 @@ describe('a state written after its parent reuses the blocks the parent names', 
     await store.idb('readwrite', (s) => promisifyRequest(s.delete('b:' + gone)));
     const mc = await storeState(store, { state: c.state, modelId: model.id, modelFp: model.fingerprint, parent: bKey });
     expect(mc.blocks[1]!.key).toBe(gone);
-    store.hot.clear();
+    await store.dropHot();
     expect((await store.verify(cKey)).ok).toBe(true);
     // The rewrite brought the block back, so the parent is whole again too.
     expect((await store.verify(bKey)).ok).toBe(true);
