@@ -9,7 +9,7 @@ import { heldOutTokens, loadMicroGpt2, MICRO_ID } from '../tests/unit/support/mi
 import type { CodecRow, SkipNote } from './lib/types.ts';
 
 /** Probe positions after the state: the first compared at once, then 63 teacher-forced. */
-export const CODEC_PROBE_POSITIONS = 64;
+const CODEC_PROBE_POSITIONS = 64;
 
 export async function measureCodecRows(o: { quick: boolean; skipped: SkipNote[]; log?: (s: string) => void }): Promise<CodecRow[]> {
   const stateTokens = o.quick ? 256 : 512;

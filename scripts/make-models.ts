@@ -34,14 +34,14 @@ export const PUBLIC_MODELS = join(REPO_ROOT, 'public', 'models');
 export const CACHE_MODELS = join(REPO_ROOT, '.cache', 'models');
 export const STAMP_FILE = 'statecart-stamp.json';
 
-export const MODEL_IDS = MODELS.filter((m) => m.build).map((m) => m.id);
+const MODEL_IDS = MODELS.filter((m) => m.build).map((m) => m.id);
 
 /** Built by default (`npx tsx scripts/make-models.ts`, npm pre-scripts). */
 export function defaultModelIds(): string[] {
   return [...DEFAULT_LOCAL_MODELS];
 }
 
-export function defaultModelDir(id: string, outRoot?: string): string {
+function defaultModelDir(id: string, outRoot?: string): string {
   if (outRoot) return join(resolve(outRoot), id);
   const e = findModel(id);
   const big = e ? !!e.big : true;
@@ -145,7 +145,7 @@ async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
 const sha256Hex = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Writes files (path inside the folder → bytes) under `outDir`. */
-export async function writeFiles(outDir: string, files: Map<string, Uint8Array>): Promise<void> {
+async function writeFiles(outDir: string, files: Map<string, Uint8Array>): Promise<void> {
   for (const [rel, bytes] of files) {
     await mkdir(dirname(join(outDir, rel)), { recursive: true });
     await writeAtomic(join(outDir, rel), bytes);
@@ -192,7 +192,7 @@ async function ensureOne(id: string, dir: string, params: unknown, arch: 'gpt2' 
 }
 
 /** Builds (or finds up to date) one registry model into `outDir`. */
-export async function buildModel(id: string, outDir: string, opts: { force?: boolean } = {}): Promise<EnsureResult> {
+async function buildModel(id: string, outDir: string, opts: { force?: boolean } = {}): Promise<EnsureResult> {
   const b = findModel(id)?.build;
   if (!b) throw new Error(`unknown local model id "${id}" (known: ${MODEL_IDS.join(', ')})`);
   if (b.kind === 'safetensors-gpt2') return buildFromSafetensors(join(REPO_ROOT, b.dir, 'model.safetensors'), id, outDir, { force: opts.force });

@@ -15,7 +15,7 @@ import { openStatecart, type Inferred, type StatecartHandle } from './statecart-
 import { openPlain, type PlainHandle } from './plain.ts';
 import type { AgentLoopRaw, DecodeRaw, PrefillRaw, TimedCall, TtftRaw } from './rows.ts';
 
-export const BENCH_DB = 'statecart-bench';
+const BENCH_DB = 'statecart-bench';
 
 let sc: StatecartHandle | null = null;
 let plain: PlainHandle | null = null;

@@ -11,13 +11,13 @@ import { brownDocs, brownSplit, tokenStream } from '../../scripts/train/brown.ts
 import type { QualityRow } from './types.ts';
 
 /** Tokens per window: short enough that one window's logits (window × 50257 floats) stay near 100 MB. */
-export const QUALITY_WINDOW = 512;
+const QUALITY_WINDOW = 512;
 /** Windows measured: the first QUALITY_WINDOWS × QUALITY_WINDOW tokens of the held-out stream. */
-export const QUALITY_WINDOWS = 4;
+const QUALITY_WINDOWS = 4;
 
 let heldOut: number[] | undefined;
 /** The held-out token stream (EOT doc EOT doc …), the one train_micro.py evaluates on. */
-export function heldOutStream(): number[] {
+function heldOutStream(): number[] {
   heldOut ??= tokenStream(brownSplit(brownDocs()).heldout);
   return heldOut;
 }
@@ -42,11 +42,7 @@ export function windowNll(logits: Float32Array, ids: number[], vocab: number): n
 const i64 = (xs: number[], dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(xs.map(BigInt)), dims);
 
 /** Logits of every position of `ids` (one batch row, no past) from a statecart GPT-2 ONNX graph. */
-export async function onnxLogits(
-  session: ort.InferenceSession,
-  config: { n_layer: number; n_head: number; n_embd: number },
-  ids: number[],
-): Promise<Float32Array> {
+async function onnxLogits(session: ort.InferenceSession, config: { n_layer: number; n_head: number; n_embd: number }, ids: number[]): Promise<Float32Array> {
   const S = ids.length;
   const D = config.n_embd / config.n_head;
   const feeds: Record<string, ort.Tensor> = {

@@ -43,7 +43,7 @@ export function fmtBytes(n: number): string {
 }
 
 /** A ratio as "12.3×" ("—" when not finite). */
-export function fmtX(r: number): string {
+function fmtX(r: number): string {
   if (!Number.isFinite(r) || r < 0) return '—';
   return `${r >= 100 ? Math.round(r).toLocaleString('en-US') : r >= 10 ? r.toFixed(1) : r.toFixed(2)}×`;
 }
@@ -54,7 +54,7 @@ export function fmtRatio(a: number, b: number): string {
   return fmtX(a / b);
 }
 
-export function fmtPct(p: number): string {
+function fmtPct(p: number): string {
   return Number.isFinite(p) ? `${p.toFixed(1)}%` : '—';
 }
 
@@ -62,7 +62,7 @@ const fmtInt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString
 const fmtRate = (n: number) => (Number.isFinite(n) ? `${n >= 100 ? fmtInt(n) : n.toFixed(1)} tok/s` : '—');
 
 /** "gpt2-shape · WASM"; "tiny-gpt2 · WebGPU (software adapter)". */
-export function target(t: RunTarget): string {
+function target(t: RunTarget): string {
   const dev = t.device === 'wasm' ? 'WASM' : t.softwareAdapter ? 'WebGPU (software adapter)' : 'WebGPU';
   return `${t.model} · ${dev}`;
 }

@@ -24,7 +24,7 @@ const TYPES: Record<string, string> = {
 };
 
 /** Serves GET /models/<id>/<file> from `cacheRoot/<id>/<file>` when that file exists; anything else falls through to Vite. */
-export function cacheModelsPlugin(cacheRoot: string): Plugin {
+function cacheModelsPlugin(cacheRoot: string): Plugin {
   const handler = (req: IncomingMessage, res: ServerResponse, next: () => void) => {
     const url = new URL(req.url ?? '/', 'http://x');
     const m = /^\/models\/(.+)$/.exec(decodeURIComponent(url.pathname));

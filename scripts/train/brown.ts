@@ -16,7 +16,7 @@ export const EOT_ID = 50256;
 export const SAMPLE_PROMPTS = ['The jury said that', 'It was a cold night, and', 'The results of the experiment show that'];
 
 /** Held out per category: max(1, round(files / HELDOUT_EVERY)) — about 5%. */
-export const HELDOUT_EVERY = 20;
+const HELDOUT_EVERY = 20;
 
 export const SPLIT_RULE = 'documents sorted by file name within each cats.txt category; the last max(1, round(n/20)) of each category are held out';
 
@@ -61,7 +61,7 @@ const NO_SPACE_BEFORE = new Set([',', '.', ';', ':', '?', '!', ')', ']', "''", "
 const NO_SPACE_AFTER = new Set(['``', '(', '[', '--']);
 
 /** Detokenizes one sentence given as Brown words (tags already stripped). */
-export function detokenize(words: string[]): string {
+function detokenize(words: string[]): string {
   let out = '';
   let glueNext = true; // no space before the first word
   for (const w of words) {

@@ -4,7 +4,7 @@ import { InvalidInput } from './errors.ts';
 
 /** Tokens per chained block, as in vLLM's prefix cache. */
 export const BLOCK_TOKENS = 16;
-export const KEY_DOMAIN = 'statecart/v1';
+const KEY_DOMAIN = 'statecart/v1';
 
 /**
  * What every chain hashed, for tests that count work per call: tokens fed to
@@ -22,7 +22,7 @@ let loading: Promise<IHasher> | null = null;
  * hash of the block's prefix, so the hasher's state is saved after each token
  * and a digest taken from a copy, instead of hashing the prefix again.
  */
-export async function chainHasherReady(): Promise<void> {
+async function chainHasherReady(): Promise<void> {
   if (hasher) return;
   loading ??= createSHA256();
   hasher = await loading;
@@ -33,13 +33,13 @@ function h(): IHasher {
   return hasher;
 }
 
-export function fpBytes(modelFp: string | Uint8Array): Uint8Array {
+function fpBytes(modelFp: string | Uint8Array): Uint8Array {
   const b = typeof modelFp === 'string' ? fromHex(modelFp.replace(/^sha256:/, '')) : modelFp;
   if (b.length !== 32) throw new InvalidInput('a model fingerprint is 32 bytes of SHA-256');
   return b;
 }
 
-export const keyOf = (hash: Uint8Array): string => 'sha256:' + toHex(hash);
+const keyOf = (hash: Uint8Array): string => 'sha256:' + toHex(hash);
 
 /**
  * The state keys of one token sequence, as a value: made once per request,

@@ -2,7 +2,7 @@ import { canonicalize } from './canonical-json.ts';
 import { sha256Hex } from './sha256.ts';
 import { utf8 } from './bytes.ts';
 
-export const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 1;
 
 /** How a model's numbers are stored: fp32, fp16 (weights and KV I/O in float16), q8 (int8 weights, dynamic quantization). */
 export type Dtype = 'fp32' | 'fp16' | 'q8';

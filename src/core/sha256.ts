@@ -2,7 +2,7 @@ import { toHex } from './bytes.ts';
 
 // WebCrypto is one-shot only, but it is native and fast (about 0.7 GB/s here)
 // and present in browsers, workers and Node 20 alike.
-export async function sha256(data: Uint8Array): Promise<Uint8Array> {
+async function sha256(data: Uint8Array): Promise<Uint8Array> {
   const buf = await crypto.subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>);
   return new Uint8Array(buf);
 }

@@ -717,7 +717,7 @@ interface Built {
  * before manifests kept it, from the receipt that made it, else from its
  * blocks' digests (the same list, when no tail of it was shared since).
  */
-export async function stateDigest(m: Manifest): Promise<string> {
+async function stateDigest(m: Manifest): Promise<string> {
   if (m.blobDigest) return m.blobDigest;
   if (m.receiptJson) {
     const r = JSON.parse(m.receiptJson) as Receipt;

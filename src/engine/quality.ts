@@ -1,5 +1,6 @@
 import type { ModelState, StateModel } from '../models/types.ts';
 import { InvalidInput } from '../core/errors.ts';
+import { argmax } from './sampling.ts';
 
 /**
  * How much a state changed by encoding changes what the model does next,
@@ -48,12 +49,6 @@ export interface QualityMetrics {
   /** Positions (of `positions`) where the candidate's argmax equals fp32's token. */
   greedyAgree: number;
   positions: number;
-}
-
-export function argmax(a: Float32Array): number {
-  let b = 0;
-  for (let i = 1; i < a.length; i++) if (a[i]! > a[b]!) b = i;
-  return b;
 }
 
 function defaultProbe(state: ModelState, o: ProbeOptions): { probe: number[]; n: number } {

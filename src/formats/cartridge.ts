@@ -160,7 +160,7 @@ const invalid = (msg: string, details: Record<string, unknown> = {}): InvalidCar
 // ---------------------------------------------------------------- shapes
 
 /** Tensor names and dims, in the model's order, for a file that stores `storedTokens` tokens of a sliceable state. */
-export function expectedTensors(specs: TensorSpec[], storedTokens: number): { name: string; dims: number[]; tokenAxis?: number }[] {
+function expectedTensors(specs: TensorSpec[], storedTokens: number): { name: string; dims: number[]; tokenAxis?: number }[] {
   return specs.map((s) => ({ name: s.name, dims: dimsAt(s, storedTokens), ...(s.tokenAxis !== undefined ? { tokenAxis: s.tokenAxis } : {}) }));
 }
 

@@ -96,7 +96,7 @@ export interface CodecHeader {
 const corrupt = (msg: string): CorruptBlob => new CorruptBlob({ problem: `encoded state tensor: ${msg}` });
 
 /** Reads and checks the header only. */
-export function readCodecHeader(bytes: Uint8Array): CodecHeader {
+function readCodecHeader(bytes: Uint8Array): CodecHeader {
   if (!(bytes instanceof Uint8Array)) throw corrupt('expected bytes (Uint8Array)');
   if (bytes.length < 8) throw corrupt(`${bytes.length} bytes is shorter than the 8-byte header — truncated`);
   for (let i = 0; i < 4; i++) if (bytes[i] !== MAGIC[i]) throw corrupt('bad magic (expected "SCC\\x01") — not an encoded tensor, or damaged');

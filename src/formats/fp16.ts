@@ -81,9 +81,8 @@ export function float16ToFloat32(src: Uint16Array, out: Float32Array = new Float
   return out;
 }
 
-/** Largest finite half, and the smallest float that rounds to Infinity. */
+/** Largest finite half. */
 export const HALF_MAX = 65504;
-export const HALF_OVERFLOW = 65520;
 
 /**
  * A safetensors float tensor (F32, F16, BF16 or F64, as readSafetensors returns

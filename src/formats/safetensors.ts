@@ -15,10 +15,10 @@ import { concatBytes } from '../core/bytes.ts';
  * as the reference writer does.
  */
 
-export const MAX_HEADER_BYTES = 100_000_000;
+const MAX_HEADER_BYTES = 100_000_000;
 
 /** Bytes per element of every dtype we read; sub-byte dtypes (F4, F6_*) are refused. */
-export const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({
+const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({
   BOOL: 1,
   U8: 1,
   I8: 1,

@@ -23,15 +23,15 @@
 import { GraphBuilder, DT, encodeModel } from './onnx-util.ts';
 import { MASKED_SCORE, type GPT2Weights } from './gpt2-reference.ts';
 
-export const GPT2_OPSET = 20;
-export const GPT2_IR_VERSION = 9;
+const GPT2_OPSET = 20;
+const GPT2_IR_VERSION = 9;
 
 export interface Gpt2GraphOptions {
   /** Also output new_key.N / new_value.N (default true); false gives the Hub exports' outputs. */
   newRows?: boolean;
 }
 
-export function buildGpt2Graph(w: GPT2Weights, o: Gpt2GraphOptions = {}): GraphBuilder {
+function buildGpt2Graph(w: GPT2Weights, o: Gpt2GraphOptions = {}): GraphBuilder {
   const newRows = o.newRows ?? true;
   const c = w.config;
   const E = c.n_embd;

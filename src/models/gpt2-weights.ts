@@ -27,7 +27,7 @@ export function hash32(s: string): number {
 export const mulberry32 = mulberry32u32;
 
 /** Fills `out` with N(mean, std²) samples (Box–Muller on mulberry32), rounded to float32. */
-export function fillNormal(out: Float32Array, seed: number, mean: number, std: number): Float32Array {
+function fillNormal(out: Float32Array, seed: number, mean: number, std: number): Float32Array {
   const next = mulberry32(seed);
   const TWO32 = 4294967296;
   for (let i = 0; i < out.length; i += 2) {
@@ -47,7 +47,7 @@ export interface SeededOptions {
   scale: number;
 }
 
-export const SEEDED_PRNG = 'mulberry32+box-muller/fnv1a(seed:name) v1';
+const SEEDED_PRNG = 'mulberry32+box-muller/fnv1a(seed:name) v1';
 
 /** What statecart.json records about a seeded source. */
 export function seededSourceInfo(o: SeededOptions) {

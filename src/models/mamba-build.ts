@@ -24,7 +24,6 @@ import { sha256Hex } from '../core/sha256.ts';
 import { readSafetensors } from '../formats/safetensors.ts';
 import { hash32, mulberry32 } from './gpt2-weights.ts';
 import { buildMambaGraph, packMambaWeights, mambaWeightsFromTensors, WEIGHTS_FILE, SUBCHUNK } from './mamba-onnx.ts';
-export { mambaWeightsFromTensors };
 import type { MambaDims, MambaLayerWeights, MambaWeights } from './mamba-reference.ts';
 import { RMS_EPS } from './mamba-reference.ts';
 
@@ -42,7 +41,7 @@ export const MAMBA_PRESETS: Record<MambaPreset, MambaDims> = {
 };
 
 /** Tokens per prefill call that the runner uses (a multiple of the sub-chunk). */
-export const DEFAULT_CHUNK = 64;
+const DEFAULT_CHUNK = 64;
 
 /**
  * At scale 1 (the usual init) greedy decoding on tiny-mamba repeats one token
@@ -77,7 +76,7 @@ export interface StatecartJson {
 
 // ---------------------------------------------------------------- seeded weights
 
-export const MAMBA_SEEDED_PRNG = 'mulberry32-uniform/fnv1a(seed:name) v1';
+const MAMBA_SEEDED_PRNG = 'mulberry32-uniform/fnv1a(seed:name) v1';
 
 function uniform(n: number, seed: number, name: string, bound: number): Float32Array {
   const next = mulberry32(hash32(`${seed}:${name}`));

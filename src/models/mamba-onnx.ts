@@ -40,7 +40,7 @@ import type { MambaDims, MambaLayerWeights, MambaWeights } from './mamba-referen
 import { DT_A_CLAMP, RMS_EPS } from './mamba-reference.ts';
 import { tensorToFloat32 } from '../formats/fp16.ts';
 
-export const OPSET = 17;
+const OPSET = 17;
 // Sub-chunks of 8 (the pairwise part is O((T/8)²)); inside, the factored form runs on two
 // blocks of 4 so that centred exponents stay within ±40 (one block of 8, ±80, gave NaN on
 // tiny-mamba at scale 16: exp(80)·u overflows fp32 for |u| > 6e3).

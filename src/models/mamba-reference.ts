@@ -62,10 +62,6 @@ export function zeroMambaState(d: MambaDims): MambaRefState {
   };
 }
 
-export function cloneMambaState(s: MambaRefState): MambaRefState {
-  return { conv: s.conv.map((a) => a.slice()), ssm: s.ssm.map((a) => a.slice()) };
-}
-
 const f = Math.fround;
 const silu = (x: number): number => x / (1 + Math.exp(-x));
 // Written the way the graphs compute it (no Softplus op there).

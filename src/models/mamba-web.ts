@@ -114,7 +114,7 @@ let builderDigest: Promise<string> | null = null;
  * the same code (≈ 20 ms). Any change to the graph builder or the weight
  * packing changes it, so kept conversions are never reused across builders.
  */
-export function mambaBuilderDigest(): Promise<string> {
+function mambaBuilderDigest(): Promise<string> {
   builderDigest ??= (async () => {
     const { buildMambaFiles, seededMambaWeights } = await import('./mamba-build.ts');
     const w = seededMambaWeights({ n_layer: 1, d_model: 4, d_inner: 8, d_state: 2, d_conv: 2, dt_rank: 1, vocab_size: 8 }, 1, 1);

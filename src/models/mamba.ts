@@ -102,7 +102,7 @@ async function defaultFetchBytes(url: string): Promise<Uint8Array> {
 }
 
 /** The state's tensor names and dims (no batch axis), in the order a cartridge lists them. */
-export function mambaStateSpec(c: MambaConfigJson): TensorSpec[] {
+function mambaStateSpec(c: MambaConfigJson): TensorSpec[] {
   const out: TensorSpec[] = [];
   for (let l = 0; l < c.n_layer; l++) {
     out.push({ name: `layers.${l}.conv`, dims: [c.d_inner, c.d_conv - 1] });

@@ -52,7 +52,7 @@ type Node = p.onnx.INodeProto;
  * graphs' positions): ONNX has no float16 Range, so a float Range would need
  * a Cast around it.
  */
-export const FP16_OPS: ReadonlySet<string> = new Set([
+const FP16_OPS: ReadonlySet<string> = new Set([
   'Add',
   'And',
   'Concat',
@@ -123,7 +123,7 @@ export function tensorFloats(t: Tensor): Float32Array {
 const bytesOf = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /** float32 → float16 with out-of-range values clamped to ±65504 (as onnxconverter_common does), not turned into ±Infinity. */
-export function toHalfClamped(f: Float32Array): Uint16Array {
+function toHalfClamped(f: Float32Array): Uint16Array {
   const c = new Float32Array(f.length);
   for (let i = 0; i < f.length; i++) {
     const v = f[i]!;

@@ -42,7 +42,7 @@ if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
 }
 
 /** The bytes of a typed array, without copying. */
-export function viewBytes(a: ArrayBufferView): Uint8Array {
+function viewBytes(a: ArrayBufferView): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 

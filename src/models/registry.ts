@@ -142,7 +142,7 @@ export function seededGpt2Recipe(id: string): Extract<BuildRecipe, { kind: 'seed
 
 // ---------------------------------------------------------------- Hub models
 
-export const HUB_PREFIX = 'hf:';
+const HUB_PREFIX = 'hf:';
 export const DEFAULT_HUB_URL = 'https://huggingface.co/';
 
 /** What a model id names: a local model of the registry, or a Hub repository (known to the registry or not). */

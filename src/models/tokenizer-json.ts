@@ -7,7 +7,7 @@
 
 export const GPT2_EOS = '<|endoftext|>';
 export const GPT2_EOS_ID = 50256;
-export const GPT2_VOCAB_SIZE = 50257;
+const GPT2_VOCAB_SIZE = 50257;
 
 export interface TokenizerFiles {
   /** tokenizer.json, UTF-8 bytes. */

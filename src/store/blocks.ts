@@ -21,7 +21,7 @@ export interface BlockSlice {
 }
 
 /** Name under which a state's last logits are stored beside its tensors ([vocab, 1]: one int8 scale for all). */
-export const LOGITS_TENSOR = 'last_logits';
+const LOGITS_TENSOR = 'last_logits';
 
 /** The specs a stored state's blocks hold: its tensors, and its last logits when it keeps them. */
 export function tensorSpecs(state: ModelState): TensorSpec[] {
@@ -128,28 +128,6 @@ export function placeBlock(tensors: StateTensor[], T: number, start: number, end
     }
   }
   if (o !== data.length) throw new CorruptBlob({ problem: 'a stored KV block is longer than its manifest says' });
-}
-
-/** The first `n` tokens of a decoded block that holds `span` tokens (a shorter state's tail shares a longer state's block). */
-export function headOfBlock(data: Float32Array, specs: TensorSpec[], span: number, n: number): Float32Array {
-  if (n === span) return data;
-  let size = 0;
-  for (const s of specs) size += product(dimsAt(s, n));
-  const out = new Float32Array(size);
-  let o = 0;
-  let i = 0;
-  for (const s of specs) {
-    const ax = s.tokenAxis!;
-    const outer = product(s.dims.slice(0, ax));
-    const inner = product(s.dims.slice(ax + 1));
-    for (let k = 0; k < outer; k++) {
-      out.set(data.subarray(i, i + n * inner), o);
-      o += n * inner;
-      i += span * inner;
-    }
-  }
-  if (i !== data.length) throw new CorruptBlob({ problem: `a shared KV block should hold ${span} tokens, its size says otherwise` });
-  return out;
 }
 
 // ------------------------------------------------------------ encoded blocks

@@ -5,7 +5,7 @@
  * state that is gone. Receivers drop hot copies of deleted states and refresh
  * their views.
  */
-export const CHANNEL = 'statecart';
+const CHANNEL = 'statecart';
 
 export type StoreEvent =
   /** States landed in IndexedDB (a write-behind state: when its write landed, not when its call returned). */

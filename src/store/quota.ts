@@ -57,7 +57,7 @@ export function hitsOf(m: Manifest, use: Map<string, number>): number {
 }
 
 /** A checkpoint no request has reused yet: the first to go. */
-export const unhitCheckpoint = (m: Manifest, use: Map<string, number>): boolean => Boolean(m.checkpoint) && hitsOf(m, use) === 0;
+const unhitCheckpoint = (m: Manifest, use: Map<string, number>): boolean => Boolean(m.checkpoint) && hitsOf(m, use) === 0;
 
 export function planEviction(p: PlanInput): EvictionPlan {
   const extra = p.extraBytes ?? 0;

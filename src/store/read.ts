@@ -29,7 +29,7 @@ import {
 export type Tier = 'hot' | 'stored';
 
 /** Most precise first: when a block is stored under several codecs, the best one is read. */
-export const CODEC_PREFERENCE: readonly string[] = ['fp32', 'fp16', 'int8', 'kivi4'];
+const CODEC_PREFERENCE: readonly string[] = ['fp32', 'fp16', 'int8', 'kivi4'];
 
 /** A state held in memory: queued for writing (not landed yet), or in the hot tier. */
 function inMemory(core: StoreCore, key: string): HotEntry | undefined {
@@ -220,7 +220,7 @@ async function readChecked(core: StoreCore, key: string, known?: Manifest): Prom
  * For each full block of the chain in [from, to), the key of a stored blob
  * holding it, in any codec (the most precise one when there are several).
  */
-export async function blockKeysFor(core: StoreCore, chain: KeyChain, from: number, to: number): Promise<(string | undefined)[]> {
+async function blockKeysFor(core: StoreCore, chain: KeyChain, from: number, to: number): Promise<(string | undefined)[]> {
   const names: string[] = [];
   for (let i = from; i < to; i++) names.push(chain.blockKey(i));
   if (names.length === 0) return [];
@@ -365,7 +365,7 @@ export async function verify(
  * corrupt blobs in `drop` (only if they still hold the bytes that were read:
  * another page may have rewritten them meanwhile). One transaction.
  */
-export async function markDamaged(
+async function markDamaged(
   core: StoreCore,
   m: Manifest | null,
   reason: Damage['reason'],
@@ -416,9 +416,4 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-/** The hot copy of a state, if any (tests, the codec optimizer). */
-export function hotEntry(core: StoreCore, key: string): HotEntry | undefined {
-  return core.hot.get(key);
 }

@@ -127,7 +127,7 @@ export interface CodecPolicy {
 const M = 'm:';
 const B = 'b:';
 export const MANIFESTS = (): IDBKeyRange => IDBKeyRange.bound(M, M + '\uffff');
-export const BLOBS = (): IDBKeyRange => IDBKeyRange.bound(B, B + '\uffff');
+const BLOBS = (): IDBKeyRange => IDBKeyRange.bound(B, B + '\uffff');
 /** Every blob of one block name, in any codec. */
 export const BLOBS_OF = (name: string): IDBKeyRange => IDBKeyRange.bound(`${B}${name}/`, `${B}${name}/\uffff`);
 
@@ -171,7 +171,7 @@ export const readStats: { manifests: number; log: { key: string; phase: 'read' |
  * tensors carried their token axis) had KV tensors as the only 3-dimensional
  * ones, with tokens on axis 1.
  */
-export function upgradeManifest(m: Manifest | { v: 1 } | undefined): Manifest | undefined {
+function upgradeManifest(m: Manifest | { v: 1 } | undefined): Manifest | undefined {
   if (!m) return undefined;
   if (m.v === 2) return m;
   const old = m as unknown as Manifest;

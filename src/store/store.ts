@@ -21,7 +21,6 @@ export type { EvictResult, RepairReport, Usage } from './maintenance.ts';
 export type { PutInput, PutResult, QueuedPut } from './write.ts';
 export type { WriteQueueStats } from './write-queue.ts';
 export type { StoredText } from './text-index.ts';
-export { CODEC_PREFERENCE } from './read.ts';
 
 export interface StoreOptions {
   dbName?: string;

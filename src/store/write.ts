@@ -481,7 +481,7 @@ async function writeOnce(
   }
 }
 
-export function mapIdbError(e: unknown): Error {
+function mapIdbError(e: unknown): Error {
   if (e instanceof StatecartError || e instanceof KnownBlockMissing || e instanceof DigestsChanged) return e;
   const name = (e as { name?: string })?.name;
   if (name === 'QuotaExceededError') return new QuotaExceeded({ browser: true });

@@ -10,7 +10,7 @@ const qualityOf = new Map<string, CartridgeQuality>();
 const sci = (x: number): string => (x === 0 ? '0' : x.toExponential(1));
 
 /** A lossy codec's measured effect, in words. */
-export function qualityText(q: CartridgeQuality): string {
+function qualityText(q: CartridgeQuality): string {
   return `${q.codec} vs fp32: greedy ${q.greedyAgree}/${q.greedyTotal} positions agree, max logit error ${sci(q.maxLogitError)}, mean KL ${sci(q.meanKL)} nats`;
 }
 
@@ -60,7 +60,7 @@ function logEntry(name: string): { ok(text: string): void; fail(text: string): v
   };
 }
 
-export async function importOne(name: string, src: Uint8Array | Blob | string): Promise<void> {
+async function importOne(name: string, src: Uint8Array | Blob | string): Promise<void> {
   const log = logEntry(name);
   const before = await storeFingerprint();
   try {

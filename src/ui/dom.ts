@@ -50,15 +50,3 @@ export function setResult(node: HTMLElement, text: string, error = false): void 
   node.textContent = text;
   node.classList.toggle('error', error);
 }
-
-/** Runs an action with its button disabled, showing a failure in `out`. */
-export async function guarded(btn: HTMLButtonElement | null, out: HTMLElement, fn: () => Promise<void>): Promise<void> {
-  if (btn) btn.disabled = true;
-  try {
-    await fn();
-  } catch (e) {
-    setResult(out, errorText(e), true);
-  } finally {
-    if (btn) btn.disabled = false;
-  }
-}

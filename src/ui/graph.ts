@@ -27,7 +27,7 @@ interface Placed {
  * parent links, and each leaf gets its own row, so a long chain reads as a
  * line and a branch opens a new row below its parent.
  */
-export function layout(states: StateInfo[]): { placed: Placed[]; edges: [Placed, Placed][]; width: number; height: number } {
+function layout(states: StateInfo[]): { placed: Placed[]; edges: [Placed, Placed][]; width: number; height: number } {
   const byKey = new Map(states.map((s) => [s.key, s]));
   const children = new Map<string, StateInfo[]>();
   const roots: StateInfo[] = [];
@@ -69,7 +69,7 @@ export function tierText(tier: StateInfo['tier']): string {
  * made). A shown state whose parent is hidden hangs from the nearest shown
  * ancestor instead.
  */
-export function visibleStates(states: StateInfo[], showCheckpoints: boolean): StateInfo[] {
+function visibleStates(states: StateInfo[], showCheckpoints: boolean): StateInfo[] {
   if (showCheckpoints) return states;
   const byKey = new Map(states.map((s) => [s.key, s]));
   const hidden = (k: string) => byKey.get(k)?.checkpoint === true;

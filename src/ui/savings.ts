@@ -38,7 +38,7 @@ function ensureCharts() {
   return charts;
 }
 
-export function render(): void {
+function render(): void {
   const c = ensureCharts();
   const labels = steps.map((s) => s.label);
   c.tokens.update(labels, [
@@ -78,12 +78,12 @@ export function render(): void {
   summary.textContent = `${steps.length} step${steps.length > 1 ? 's' : ''}: ${p} tokens processed instead of ${n} (${n ? Math.round(100 * (1 - p / n)) : 0}% fewer).${timeText} Stored ${fmtBytes(last.bytesStored)} instead of ${fmtBytes(last.bytesNaive)}.`;
 }
 
-export function clearSteps(): void {
+function clearSteps(): void {
   steps.length = 0;
   render();
 }
 
-export function recomputeOn(): boolean {
+function recomputeOn(): boolean {
   return $<HTMLInputElement>('recompute').checked;
 }
 
@@ -95,7 +95,7 @@ async function timeRecompute(tokens: number[] | undefined): Promise<number | nul
   return performance.now() - t0;
 }
 
-export async function recordBase(r: CreateStateResult, tokens: number[] | undefined): Promise<void> {
+async function recordBase(r: CreateStateResult, tokens: number[] | undefined): Promise<void> {
   const snap = await refresh();
   steps.push({
     label: `base`,
@@ -113,7 +113,7 @@ export async function recordBase(r: CreateStateResult, tokens: number[] | undefi
 }
 
 /** Records a continue/generate step; `context` is the token ids the step read before generating, when known. */
-export async function recordStep(r: InferResult, context: number[] | undefined): Promise<void> {
+async function recordStep(r: InferResult, context: number[] | undefined): Promise<void> {
   const recomputeMs = await timeRecompute(context);
   const snap = await refresh();
   steps.push({
@@ -176,12 +176,12 @@ const TOOL_OUTPUTS = [
   'inventory("dust mask FFP2") → out of stock',
 ];
 
-export function agentDelta(i: number): string {
+function agentDelta(i: number): string {
   return `\nTool: ${TOOL_OUTPUTS[i % TOOL_OUTPUTS.length]}\nAssistant:`;
 }
 
 /** Base plus N steps, each step run with the cache and (when on) recomputed from nothing, filling the charts. */
-export async function runAgentLoop(base: string, n: number, perStep: number, onStep: (i: number) => void, signal: AbortSignal): Promise<string> {
+async function runAgentLoop(base: string, n: number, perStep: number, onStep: (i: number) => void, signal: AbortSignal): Promise<string> {
   clearSteps();
   const b = await createBase(base, 'agent loop base', { signal });
   let key = b.stateKey;

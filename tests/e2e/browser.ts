@@ -5,7 +5,7 @@ import { chromium } from 'playwright-core';
  * Playwright's own Chromium when it is installed; otherwise Debian's
  * (`/usr/lib/chromium/chromium` is the binary without the wrapper's noise).
  */
-export function chromiumPath(): string | undefined {
+function chromiumPath(): string | undefined {
   if (process.env.CHROMIUM_PATH) return process.env.CHROMIUM_PATH;
   try {
     const own = chromium.executablePath();
@@ -17,7 +17,7 @@ export function chromiumPath(): string | undefined {
   return undefined;
 }
 
-export const CHROMIUM_ARGS = [
+const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--enable-unsafe-webgpu',
   '--disable-background-networking',

@@ -12,7 +12,7 @@ import { gpt2Tokenizer } from '../../../scripts/make-models.ts';
 import { loadNodeModel } from './codec-models.ts';
 
 export const MICRO_ID = 'micro-gpt2';
-export const MICRO_DIR = join(process.cwd(), 'models', MICRO_ID);
+const MICRO_DIR = join(process.cwd(), 'models', MICRO_ID);
 /** Our own converted copy, apart from public/models (which the offline default's build owns). */
 const ROOT = join(process.cwd(), '.cache', 'codec-models');
 
