@@ -453,7 +453,14 @@ describe('bench report: README section', () => {
       '60.0 s plain → 4.00 s cached (15.0×); base stored earlier: 1.50 s (40.0×); outputs identical: yes',
       'yes',
     ]);
-    const other = rows.slice(rows.findIndex((r) => r[0] === 'other figures of the same run'));
+    const start = rows.findIndex((r) => r[0] === 'other figures of the same run');
+    const codecsAt = rows.findIndex((r) => r[0] === 'model' && r[1] === 'codec');
+    const other = rows.slice(start, codecsAt);
+    // Then the codec table of the same run, on the trained model.
+    expect(codecsAt).toBeGreaterThan(start);
+    const codecs = rows.slice(codecsAt + 1);
+    expect(codecs.length).toBe(fixture().codecs.length);
+    expect(codecs.find((r) => r[0]!.startsWith('micro-gpt2') && r[1] === 'int8')?.slice(3)).toEqual(['0.539×', '5.49e-4', '4.10e-9', '64/64', '']);
     expect(other.map((r) => r[0])).toEqual([
       'other figures of the same run',
       'Agent loop input tokens, 20 steps on a 512-token base, gpt2-shape · WASM',
