@@ -82,7 +82,7 @@ for (const codec of ALL_CODECS) {
 for (let r = 0; r < RUNS + 1; r++) {
   for (const codec of ALL_CODECS) {
     const x = stores.get(codec)!;
-    x.store.hot.clear();
+    await x.store.dropHot();
     let t0 = performance.now();
     const got = await x.store.getState(key);
     const ms = performance.now() - t0;

@@ -153,13 +153,20 @@ function savingsOf(s: Savings): Record<string, unknown> {
   return { tokens_reused: s.tokensReused, tokens_processed: s.tokensProcessed, naive_tokens: s.naiveTokens, fraction: s.fraction };
 }
 
+/**
+ * An HTTP answer names a stored state: each route waits for its own write
+ * (write-behind would otherwise answer before IndexedDB has it, and a full
+ * quota would surface only at the next flush instead of as this call's 507).
+ */
+const DURABLE = { durable: true } as const;
+
 async function createState(sc: Statecart, b: Record<string, unknown>): Promise<Record<string, unknown>> {
   const text = textOf(b.base_text, 'base_text');
   const tokens = tokensOf(b.tokens, 'tokens');
   if (text === undefined && tokens === undefined) throw bad('POST /statepack/states needs base_text (or tokens).');
   const label = textOf(b.label, 'label');
   const model = textOf(b.model, 'model');
-  const r = await sc.createState({ ...(tokens ? { tokens } : { text: text! }), ...(label ? { label } : {}), ...(model ? { model } : {}) });
+  const r = await sc.createState({ ...(tokens ? { tokens } : { text: text! }), ...(label ? { label } : {}), ...(model ? { model } : {}) }, DURABLE);
   return {
     state_hash: r.stateKey,
     tokens: r.tokens,
@@ -186,12 +193,15 @@ async function infer(sc: Statecart, b: Record<string, unknown>): Promise<Record<
         ...(s.seed !== undefined ? { seed: s.seed as number } : {}),
       }
     : undefined;
-  const r = await sc.infer({
-    stateKey,
-    ...(deltaTokens ? { deltaTokens } : { delta: delta ?? '' }),
-    ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
-    ...(sampling ? { sampling } : {}),
-  });
+  const r = await sc.infer(
+    {
+      stateKey,
+      ...(deltaTokens ? { deltaTokens } : { delta: delta ?? '' }),
+      ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
+      ...(sampling ? { sampling } : {}),
+    },
+    DURABLE,
+  );
   return {
     new_state_hash: r.newStateKey,
     output: r.output,
@@ -207,7 +217,7 @@ async function merge(sc: Statecart, b: Record<string, unknown>): Promise<Record<
   if (!Array.isArray(b.state_hashes) || b.state_hashes.length === 0)
     throw bad('POST /statepack/merge needs state_hashes: a chain of state hashes, oldest first.');
   const stateKeys = b.state_hashes.map((h, i) => hashOf(h, `state_hashes[${i}]`));
-  const r = await sc.merge({ stateKeys });
+  const r = await sc.merge({ stateKeys }, DURABLE);
   return {
     new_state_hash: r.newStateKey,
     tokens: r.tokens,
@@ -233,10 +243,10 @@ async function compact(sc: Statecart, b: Record<string, unknown>): Promise<Recor
     const chain: string[] = [];
     let key = stateKey;
     for (const d of deltas as string[]) {
-      key = (await sc.infer({ stateKey: key, delta: d, maxNewTokens: 0 })).newStateKey;
+      key = (await sc.infer({ stateKey: key, delta: d, maxNewTokens: 0 }, DURABLE)).newStateKey;
       chain.push(key);
     }
-    const m = await sc.merge({ stateKeys: chain });
+    const m = await sc.merge({ stateKeys: chain }, DURABLE);
     return { new_state_hash: m.newStateKey, steps_folded: deltas.length, tokens: m.tokens, bytes: m.bytes, ...receiptFields(m.receipt) };
   }
   const k = b.keep as Record<string, unknown> | undefined;
@@ -244,11 +254,14 @@ async function compact(sc: Statecart, b: Record<string, unknown>): Promise<Recor
   const first = optInt(k?.first_tokens, 'keep.first_tokens');
   const last = optInt(k?.last_tokens, 'keep.last_tokens');
   const label = textOf(b.label, 'label');
-  const r = await sc.compact({
-    stateKey,
-    ...(k ? { keep: { ...(first !== undefined ? { firstTokens: first } : {}), ...(last !== undefined ? { lastTokens: last } : {}) } } : {}),
-    ...(label ? { label } : {}),
-  });
+  const r = await sc.compact(
+    {
+      stateKey,
+      ...(k ? { keep: { ...(first !== undefined ? { firstTokens: first } : {}), ...(last !== undefined ? { lastTokens: last } : {}) } } : {}),
+      ...(label ? { label } : {}),
+    },
+    DURABLE,
+  );
   return {
     new_state_hash: r.newStateKey,
     steps_folded: r.stepsFolded,

@@ -29,7 +29,7 @@ describe('Mamba checkpoints (tiny-mamba, Node, fake IndexedDB)', () => {
     expect(a.checkpoints).toHaveLength(Math.floor(1099 / K));
     const own = pseudoTokens(100, model.vocabSize, 2);
     const req = [...stored.slice(0, 1000), ...own];
-    store.hot.clear(); // from IndexedDB, as after a restart
+    await store.dropHot(); // from IndexedDB, as after a restart
     const b = await engine.createState({ tokens: req });
     expect(b.processed).toBeLessThanOrEqual(K + own.length);
     expect(b.reused).toBe(Math.floor(1000 / K) * K);
@@ -44,8 +44,8 @@ describe('Mamba checkpoints (tiny-mamba, Node, fake IndexedDB)', () => {
     expect(c.processed).toBe(req.length);
     expect(c.checkpoints).toEqual([]);
     expect(b.stateKey).toBe(c.stateKey);
-    store.hot.clear();
-    ref.store.hot.clear();
+    await store.dropHot();
+    await ref.store.dropHot();
     const sb = (await store.getState(b.stateKey)).state;
     const sc = (await ref.store.getState(c.stateKey)).state;
     // K is a multiple of the runner's 64-token prefill chunk, so the pieces are the chunks a whole prefill runs: bit for bit.

@@ -120,7 +120,7 @@ describe('remote tier (Node, a static server with the publish-states layout)', (
     expect(cartGets).toHaveLength(1);
     expect(host.gets.filter((g) => g.endsWith('index.json'))).toHaveLength(1);
     // The continuation is the one the first store computed.
-    b.store.hot.clear();
+    await b.store.dropHot();
     const c = await b.call<Awaited<ReturnType<LocalStatecart['infer']>>>('infer', { stateKey: base.key, delta: MORE, maxNewTokens: 8 });
     expect(c.outputTokens).toEqual(base.want);
     expect(c.tier).toBe('stored');

@@ -36,7 +36,7 @@ async function editManifest(store: StateStore, key: string, edit: (m: Manifest) 
     return promisifyRequest(s.transaction);
   });
   // As after a restart: nothing decoded in memory.
-  store.hot.clear();
+  await store.dropHot();
 }
 
 async function flipBlob(store: StateStore, blobKey: string): Promise<void> {
@@ -48,7 +48,7 @@ async function flipBlob(store: StateStore, blobKey: string): Promise<void> {
     s.put({ ...rec, data: bytes.buffer }, 'b:' + blobKey);
     return promisifyRequest(s.transaction);
   });
-  store.hot.clear();
+  await store.dropHot();
 }
 
 describe('reuse: why reuse stopped where it did', () => {
