@@ -406,7 +406,11 @@ export function createGpt2Runner(o: Gpt2RunnerOptions): Gpt2Runner {
           data = held.map((t) => kvData(t, kvType));
         } else {
           if (held && T > baseT) {
-            const fresh = await readRows(held, T, baseT, T);
+            // A read-back that fails as the device goes: no run may start until that is known either.
+            const fresh = await readRows(held, T, baseT, T).catch((e: Error) => {
+              lostCheck ??= lostAfter(e);
+              throw e;
+            });
             base = base.map((b, i) => {
               const all = kvType === 'float16' ? new Uint16Array(H * T * D) : new Float32Array(H * T * D);
               for (let h = 0; h < H; h++) {

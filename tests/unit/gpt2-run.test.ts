@@ -437,6 +437,47 @@ describe('gpu: no run starts on a lost device', () => {
     expect(s.calls()).toBe(1);
   });
 
+  it('a read-back that fails as the device goes (state()) also stops every later run', async () => {
+    const inner = sessions.rows!;
+    let calls = 0;
+    const session: OrtSessionLike = {
+      inputNames: inner.inputNames,
+      outputNames: inner.outputNames,
+      async run(feeds, fetches) {
+        calls++;
+        const out = await inner.run(feeds as unknown as Record<string, ort.Tensor>, fetches as string[]);
+        const res: Record<string, OrtTensorLike> = {};
+        for (const [k, t] of Object.entries(out))
+          res[k] = k.startsWith('present.')
+            ? {
+                type: t.type,
+                dims: t.dims,
+                location: 'gpu-buffer',
+                data: null,
+                getData: async () => {
+                  throw new Error('mapAsync aborted: the device was destroyed');
+                },
+                dispose: () => undefined,
+              }
+            : (t as unknown as OrtTensorLike);
+        return res;
+      },
+    };
+    const r = createGpt2Runner({
+      modelId: 'tiny-gpt2 (gpu)',
+      session,
+      tensor,
+      config: { ...w.config },
+      device: 'webgpu',
+      gpuDevice: async () => ({ lost: Promise.resolve({ reason: 'destroyed' }) }) as unknown as GpuDeviceLike,
+    });
+    const run = r.open();
+    await run.feed(ids(5, 1));
+    await expect(run.state()).rejects.toThrow(/device was destroyed/);
+    await expect(r.open().feed(ids(3, 2))).rejects.toThrow(/device was destroyed/);
+    expect(calls).toBe(1);
+  });
+
   it('a failure on a device that stays up is the run’s own: the next run goes ahead', async () => {
     const s = failingSession();
     const r = createGpt2Runner({
