@@ -55,6 +55,8 @@ export interface GpuDeviceLike {
   createBuffer(d: { size: number; usage: number }): GpuBufferLike;
   createCommandEncoder(): { copyBufferToBuffer(src: unknown, srcOffset: number, dst: GpuBufferLike, dstOffset: number, size: number): void; finish(): unknown };
   queue: { submit(buffers: unknown[]): void };
+  /** Settles once the device is lost (destroyed, reset, …). */
+  lost?: Promise<unknown>;
 }
 interface GpuBufferLike {
   mapAsync(mode: number): Promise<void>;
@@ -102,6 +104,16 @@ export interface Gpt2Runner {
 
 /** Tokens per session run during prefill: bounds logits memory and gives progress and cancel points. */
 export const PREFILL_CHUNK = 128;
+
+/**
+ * After a run fails on WebGPU, how long the next run waits for the device's
+ * `lost` promise before taking the failure as the run's own. onnxruntime-web's
+ * WebGPU backend blocks the thread for good in a run started on a destroyed
+ * device (no task runs again: the `lost` handler and the supervisor's pings
+ * included), and a run in flight when the device goes fails (mapAsync aborted)
+ * before `lost` settles, so a queued run must not start until that is known.
+ */
+export const LOST_WAIT_MS = 1000;
 
 const isGpu = (t: OrtTensorLike): boolean => t.location === 'gpu-buffer';
 
@@ -216,8 +228,21 @@ export function createGpt2Runner(o: Gpt2RunnerOptions): Gpt2Runner {
   // One session run at a time (onnxruntime-web's sessions are not re-entrant;
   // transformers.js chains its own runs the same way).
   let chain: Promise<unknown> = Promise.resolve();
+  // Set by a failed WebGPU run: whether its device is lost (and that run's error).
+  let lostCheck: Promise<Error | null> | null = null;
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
-    const p = chain.then(f);
+    const p = chain.then(async () => {
+      const gone = lostCheck && (await lostCheck);
+      // The device is gone: no run again (it would never return); the worker is being replaced.
+      if (gone) throw gone;
+      lostCheck = null;
+      try {
+        return await f();
+      } catch (e) {
+        if (mode === 'gpu') lostCheck = lostAfter(e as Error);
+        throw e;
+      }
+    });
     chain = p.catch(() => undefined);
     return p;
   };
@@ -231,7 +256,18 @@ export function createGpt2Runner(o: Gpt2RunnerOptions): Gpt2Runner {
   const ones = (n: number) => o.tensor('int64', new BigInt64Array(n).fill(1n), [1, n]);
   const emptyKv = () => (kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0));
   let gpuDevice: Promise<GpuDeviceLike | undefined> | null = null;
+  const device = (): Promise<GpuDeviceLike | undefined> => {
+    gpuDevice ??= o.gpuDevice ? o.gpuDevice().catch(() => undefined) : Promise.resolve(undefined);
+    return gpuDevice;
+  };
   const reads = { rows: 0, whole: 0 };
+
+  /** `error` when the device turns out lost within LOST_WAIT_MS, else null. */
+  async function lostAfter(error: Error): Promise<Error | null> {
+    const lost = (await device())?.lost;
+    if (!lost) return null;
+    return Promise.race([lost.then(() => error), new Promise<null>((r) => setTimeout(() => r(null), LOST_WAIT_MS))]);
+  }
 
   function lastLogits(t: OrtTensorLike): Float32Array {
     const rows = t.dims[1] ?? 1;
@@ -244,8 +280,7 @@ export function createGpt2Runner(o: Gpt2RunnerOptions): Gpt2Runner {
     const n = t1 - t0;
     const bpe = kvType === 'float16' ? 2 : 4;
     const rowBytes = D * bpe;
-    gpuDevice ??= o.gpuDevice ? o.gpuDevice().catch(() => undefined) : Promise.resolve(undefined);
-    const dev = await gpuDevice;
+    const dev = await device();
     if (!dev || rowBytes % 4 !== 0 || ts.some((t) => !t.gpuBuffer)) {
       // No device to copy with: the whole buffers, then the rows.
       reads.whole++;
@@ -371,7 +406,11 @@ export function createGpt2Runner(o: Gpt2RunnerOptions): Gpt2Runner {
           data = held.map((t) => kvData(t, kvType));
         } else {
           if (held && T > baseT) {
-            const fresh = await readRows(held, T, baseT, T);
+            // A read-back that fails as the device goes: no run may start until that is known either.
+            const fresh = await readRows(held, T, baseT, T).catch((e: Error) => {
+              lostCheck ??= lostAfter(e);
+              throw e;
+            });
             base = base.map((b, i) => {
               const all = kvType === 'float16' ? new Uint16Array(H * T * D) : new Float32Array(H * T * D);
               for (let h = 0; h < H; h++) {

@@ -31,7 +31,7 @@ test('WebGPU device lost mid-prefill: pending calls fail with WorkerCrashed, the
       device: 'webgpu',
       heartbeatMs: 250,
       // SwiftShader can hold the worker for tens of seconds on a loaded host: only the device loss should replace it here.
-      hangMs: 300_000,
+      hangMs: 60_000,
       dbName: 'recovery-webgpu-test',
       onRestart: (why) => restarts.push(why),
     });

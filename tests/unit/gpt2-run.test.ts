@@ -5,7 +5,15 @@ import { seededGpt2Weights } from '../../src/models/gpt2-weights.ts';
 import { gpt2Forward, type GPT2Weights } from '../../src/models/gpt2-reference.ts';
 import { convertModelToFp16, quantizeModelDynamic } from '../../src/models/onnx-dtype.ts';
 import { seededGpt2Recipe } from '../../src/models/registry.ts';
-import { createGpt2Runner, RowBuffer, type Gpt2RunnerOptions, type OrtSessionLike, type OrtTensorLike } from '../../src/models/gpt2-run.ts';
+import {
+  createGpt2Runner,
+  LOST_WAIT_MS,
+  RowBuffer,
+  type GpuDeviceLike,
+  type Gpt2RunnerOptions,
+  type OrtSessionLike,
+  type OrtTensorLike,
+} from '../../src/models/gpt2-run.ts';
 import type { ModelState } from '../../src/models/types.ts';
 import { float16ToFloat32, float32ToFloat16 } from '../../src/formats/fp16.ts';
 import { MODELS_DIR, nodeModel } from './support/node-engine.ts';
@@ -381,6 +389,113 @@ describe('gpu: present.* kept as runtime tensors, released once, never while sti
     expect(maxLive).toBe(2 * 4);
     expect(disposed.size).toBe(made);
     expect(made).toBeGreaterThan(3 * 4 * 4);
+  });
+});
+
+/**
+ * A device lost mid-run: onnxruntime-web's WebGPU backend never returns from
+ * a run started on a destroyed device (the worker's thread is held for good),
+ * so after a failed run the runner starts no other one once the device's
+ * `lost` promise settles; a failure on a device that stays up is the run's own.
+ */
+describe('gpu: no run starts on a lost device', () => {
+  function failingSession(): { session: OrtSessionLike; calls: () => number; fail: (runs: number) => void } {
+    const inner = sessions.rows!;
+    let calls = 0;
+    let failing = 0;
+    const session: OrtSessionLike = {
+      inputNames: inner.inputNames,
+      outputNames: inner.outputNames,
+      async run(feeds, fetches) {
+        calls++;
+        if (failing > 0 && failing--) throw new Error('Failed to download data from buffer (mapAsync aborted)');
+        return (await inner.run(feeds as unknown as Record<string, ort.Tensor>, fetches as string[])) as unknown as Record<string, OrtTensorLike>;
+      },
+    };
+    return { session, calls: () => calls, fail: (runs) => (failing = runs) };
+  }
+
+  it('a run queued behind the failed one fails with its error, without reaching the session, once the device is lost', async () => {
+    const s = failingSession();
+    let loseDevice = (): void => undefined;
+    const lost = new Promise((r) => (loseDevice = () => r({ reason: 'destroyed', message: '' })));
+    const r = createGpt2Runner({
+      modelId: 'tiny-gpt2 (gpu)',
+      session: s.session,
+      tensor,
+      config: { ...w.config },
+      device: 'webgpu',
+      gpuDevice: async () => ({ lost }) as unknown as GpuDeviceLike,
+    });
+    s.fail(1);
+    const a = r.open().feed(ids(5, 1));
+    const b = r.open().feed(ids(5, 2));
+    await expect(a).rejects.toThrow(/mapAsync aborted/);
+    loseDevice();
+    await expect(b).rejects.toThrow(/mapAsync aborted/);
+    await expect(r.open().feed(ids(3, 3))).rejects.toThrow(/mapAsync aborted/);
+    expect(s.calls()).toBe(1);
+  });
+
+  it('a read-back that fails as the device goes (state()) also stops every later run', async () => {
+    const inner = sessions.rows!;
+    let calls = 0;
+    const session: OrtSessionLike = {
+      inputNames: inner.inputNames,
+      outputNames: inner.outputNames,
+      async run(feeds, fetches) {
+        calls++;
+        const out = await inner.run(feeds as unknown as Record<string, ort.Tensor>, fetches as string[]);
+        const res: Record<string, OrtTensorLike> = {};
+        for (const [k, t] of Object.entries(out))
+          res[k] = k.startsWith('present.')
+            ? {
+                type: t.type,
+                dims: t.dims,
+                location: 'gpu-buffer',
+                data: null,
+                getData: async () => {
+                  throw new Error('mapAsync aborted: the device was destroyed');
+                },
+                dispose: () => undefined,
+              }
+            : (t as unknown as OrtTensorLike);
+        return res;
+      },
+    };
+    const r = createGpt2Runner({
+      modelId: 'tiny-gpt2 (gpu)',
+      session,
+      tensor,
+      config: { ...w.config },
+      device: 'webgpu',
+      gpuDevice: async () => ({ lost: Promise.resolve({ reason: 'destroyed' }) }) as unknown as GpuDeviceLike,
+    });
+    const run = r.open();
+    await run.feed(ids(5, 1));
+    await expect(run.state()).rejects.toThrow(/device was destroyed/);
+    await expect(r.open().feed(ids(3, 2))).rejects.toThrow(/device was destroyed/);
+    expect(calls).toBe(1);
+  });
+
+  it('a failure on a device that stays up is the run’s own: the next run goes ahead', async () => {
+    const s = failingSession();
+    const r = createGpt2Runner({
+      modelId: 'tiny-gpt2 (gpu)',
+      session: s.session,
+      tensor,
+      config: { ...w.config },
+      device: 'webgpu',
+      gpuDevice: async () => ({ lost: new Promise(() => undefined) }) as unknown as GpuDeviceLike,
+    });
+    s.fail(1);
+    const a = r.open().feed(ids(5, 1));
+    const b = r.open().feed(ids(5, 2));
+    await expect(a).rejects.toThrow(/mapAsync aborted/);
+    const t0 = Date.now();
+    expect((await b).length).toBe(V);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(LOST_WAIT_MS - 50);
+    expect(s.calls()).toBe(2);
   });
 });
 
