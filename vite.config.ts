@@ -82,6 +82,9 @@ export default defineConfig({
     exclude: ['onnxruntime-web', '@huggingface/transformers'],
     // CommonJS (protobufjs): pre-bundled up front, or the first Hub conversion would reload the page.
     include: ['onnx-proto'],
+    // examples/embed imports the packed library ('statecart'), which only resolves in its own install: scanning it
+    // failed the whole dependency scan, and Vite then found dependencies one by one and reloaded pages mid-test.
+    entries: ['**/*.html', '!examples/**', '!dist/**', '!node_modules/**', '!test-results/**'],
   },
   build: {
     target: 'es2022',

@@ -1,3 +1,4 @@
+import { concatBytes } from '../core/bytes.ts';
 import { InvalidCartridge, StatecartError } from '../core/errors.ts';
 import type { KeyChain } from '../core/key-chain.ts';
 import { cartridgeUrl, indexUrl, isStateKey, parseRemoteIndex, remoteBase, type RemoteIndexEntry } from '../formats/remote-layout.ts';
@@ -377,13 +378,7 @@ export class RemoteTier {
     } finally {
       if (timer) clearTimeout(timer);
     }
-    const out = new Uint8Array(total);
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.byteLength;
-    }
-    return out;
+    return concatBytes(parts);
   }
 
   private unreachable(remote: string, url: string, why: string, kind: 'Unreachable' | 'BadIndex' = 'Unreachable'): Unreachable {
