@@ -16,8 +16,13 @@ declare global {
 }
 
 /** Opens the demo page and waits until its worker has loaded the model. */
-export async function openPage(page: Page, opts: { device?: 'wasm' | 'webgpu' | 'auto'; model?: string; clear?: boolean } = {}): Promise<void> {
+/** `shared: false` gives the page a worker of its own (`?shared=0`) instead of the origin's shared engine. */
+export async function openPage(
+  page: Page,
+  opts: { device?: 'wasm' | 'webgpu' | 'auto'; model?: string; clear?: boolean; shared?: boolean } = {},
+): Promise<void> {
   const q = new URLSearchParams({ device: opts.device ?? 'wasm', model: opts.model ?? 'tiny-gpt2' });
+  if (opts.shared === false) q.set('shared', '0');
   await page.goto(`/?${q}`);
   await page.waitForFunction(() => window.statecartReady !== undefined);
   await page.evaluate(async () => {

@@ -129,7 +129,8 @@ function compareInPage(p: Page, key: string, tokens: number[], delta: number[], 
 }
 
 test('cached output equals plain recomputation (greedy and seeded) after write-behind, across a reload, and in a second tab', async ({ page }) => {
-  await openPage(page);
+  // Each page runs a worker of its own: the second tab and the reload must read IndexedDB, not a shared engine's memory.
+  await openPage(page, { shared: false });
   const base = ids(120, 2);
   const d1 = ids(9, 3);
   const made = await page.evaluate(
@@ -146,11 +147,11 @@ test('cached output equals plain recomputation (greedy and seeded) after write-b
   await page.evaluate(() => window.statecart!.flush());
   // A second tab of the same origin: its own worker, the state read from IndexedDB.
   const other = await page.context().newPage();
-  await openPage(other, { clear: false });
+  await openPage(other, { clear: false, shared: false });
   const tab = await compareInPage(other, made.key, made.tokens, ids(6, 5), 'second tab');
   await other.close();
   // A reload: a new worker, nothing in memory.
-  await openPage(page, { clear: false });
+  await openPage(page, { clear: false, shared: false });
   const reload = await compareInPage(page, made.key, made.tokens, ids(6, 6), 'after a reload');
   console.log(`[write-behind] equality: ${JSON.stringify({ made: made.tier, now, tab, reload })}`);
   expect(['queued', 'hot']).toContain(made.tier);
