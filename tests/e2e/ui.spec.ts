@@ -1,10 +1,10 @@
 import { test, expect, chromium, type Page } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join, normalize } from 'node:path';
+import { join } from 'node:path';
 import { launchOptions } from './browser.ts';
+import { serveStatic } from './support/static-server.ts';
 
 const SHOTS = 'test-results/screenshots';
 
@@ -244,42 +244,14 @@ test.describe('cartridges through the page', () => {
   });
 });
 
-const TYPES: Record<string, string> = {
-  '.html': 'text/html',
-  '.js': 'text/javascript',
-  '.mjs': 'text/javascript',
-  '.css': 'text/css',
-  '.json': 'application/json',
-  '.wasm': 'application/wasm',
-  '.onnx': 'application/octet-stream',
-  '.svg': 'image/svg+xml',
-};
-
-/** A static host that sends no COOP/COEP headers, like most of them. */
-function serveStatic(root: string): Promise<{ server: Server; url: string }> {
-  const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-    let file = join(root, path);
-    if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
-    if (!file.startsWith(root) || !existsSync(file)) {
-      res.writeHead(404).end('not found');
-      return;
-    }
-    res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
-    res.end(readFileSync(file));
-  });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}/` })),
-  );
-}
-
 test.describe('the built static site', () => {
   test('vite build output runs single-threaded from a host without COOP/COEP: create, continue, cartridge round trip', async ({ browser }) => {
     test.setTimeout(400_000);
     const out = join(process.cwd(), 'test-results', 'ui-dist');
     execFileSync('npx', ['vite', 'build', '--outDir', out, '--emptyOutDir', '--logLevel', 'warn'], { stdio: 'pipe', timeout: 300_000 });
     expect(existsSync(join(out, 'models/tiny-gpt2/config.json')), 'the tiny models ship with the site').toBe(true);
-    const { server, url } = await serveStatic(out);
+    const host = await serveStatic(out, 0);
+    const { url } = host;
     const ctx = await browser.newContext({ acceptDownloads: true });
     try {
       const page = await ctx.newPage();
@@ -318,7 +290,7 @@ test.describe('the built static site', () => {
       expect(trip.reused).toBe(trip.tokens);
     } finally {
       await ctx.close();
-      server.close();
+      await host.close();
     }
   });
 });

@@ -20,6 +20,8 @@ const TYPES: Record<string, string> = {
   '.json': 'application/json',
   '.wasm': 'application/wasm',
   '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.onnx': 'application/octet-stream',
 };
 
 /**
